@@ -1,0 +1,1065 @@
+"""Asyncio MQTT 5 client on paho-mqtt 2.x with manual acknowledgements.
+
+Why not aiomqtt: it does not expose paho's ``manual_ack``, and the gateway must
+send the broker's PUBACK for a device's message only once the event is safe in
+Kafka. This is a small client that drives paho from the asyncio event loop (no
+paho network thread), the way aiomqtt does:
+
+* the TCP connection is opened with asyncio (``loop.sock_connect``) and handed
+  to paho, so connecting never blocks the event loop;
+* ``on_socket_open`` -> ``loop.add_reader(sock, client.loop_read)``;
+  ``on_socket_register_write``/``unregister_write`` -> add/remove writer with
+  ``client.loop_write``; ``on_socket_close`` -> remove reader;
+* a named task calls ``client.loop_misc()`` every second (keepalive/PINGREQ);
+* a named task reconnects with capped exponential backoff and jitter.
+
+All paho callbacks therefore run in the event loop thread and resolve plain
+asyncio futures.
+
+Delivery semantics worth knowing:
+
+* ``publish()`` with QoS 1/2 returns when the broker's PUBACK/PUBCOMP arrives.
+  While the connection is down paho keeps the message and re-sends it (DUP)
+  after the reconnect; the future resolves when that resend is acknowledged.
+  If ``publish()`` times out, the message stays in paho's queue and may still
+  be delivered later (at-least-once: the caller may retry and create a
+  duplicate).
+* With ``manual_ack=True`` the application must call :meth:`MqttClient.ack`
+  for every QoS 1/2 message. Unacknowledged messages are redelivered by the
+  broker after a reconnect (persistent session: ``clean_start=False`` and
+  ``session_expiry > 0``). They come back with the DUP flag and the same
+  packet id; an ``ack()`` of the copy from the old connection is ignored (the
+  client tracks message objects, not packet ids). ``receive_maximum`` (MQTT 5
+  Receive Maximum, default 65535) caps how many unacknowledged messages the
+  broker sends before it waits for our acks.
+* ``message_queue_size > 0`` is a soft bound on received-but-not-consumed
+  messages: when reached, the client stops reading the socket (TCP back
+  pressure) until the consumer catches up. A consumer stalled for longer than
+  the keepalive makes the connection time out and reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import random
+import socket
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+import paho.mqtt.client as paho
+import structlog
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+if TYPE_CHECKING:
+    from paho.mqtt.client import SocketLike
+
+__all__ = [
+    "MqttClient",
+    "MqttConnectError",
+    "MqttError",
+    "MqttMessage",
+    "MqttNotConnected",
+    "MqttPublishError",
+    "MqttSubscribeError",
+    "Properties",
+    "Will",
+]
+
+log = structlog.get_logger(__name__)
+
+_BACKOFF_INITIAL: Final = 0.1
+_BACKOFF_MAX: Final = 5.0
+_MISC_INTERVAL: Final = 1.0
+_DISCONNECT_TIMEOUT: Final = 5.0
+_DROP_READ_LIMIT: Final = 256
+
+# CONNACK reason codes for which retrying with the same configuration is pointless.
+_CONNACK_NOT_RETRIABLE: Final = frozenset(
+    {
+        0x81,  # malformed packet
+        0x82,  # protocol error
+        0x84,  # unsupported protocol version
+        0x85,  # client identifier not valid
+        0x86,  # bad user name or password
+        0x87,  # not authorized
+        0x8A,  # banned
+        0x8C,  # bad authentication method
+        0x90,  # topic name invalid (will topic)
+        0x95,  # packet too large
+        0x99,  # payload format invalid
+        0x9A,  # retain not supported
+        0x9B,  # QoS not supported
+    }
+)
+# PUBACK/PUBREC reason codes that are transient.
+_PUBLISH_RETRIABLE: Final = frozenset({0x97})  # quota exceeded
+
+_State = Literal["new", "running", "stopping", "stopped"]
+
+
+# --------------------------------------------------------------------------- types
+
+
+@dataclass(frozen=True, slots=True)
+class MqttMessage:
+    """A message received from the broker."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    mid: int
+    properties: Properties | None
+    received_monotonic: float
+    dup: bool = False
+    """DUP flag: the broker is re-sending it (e.g. unacknowledged before a reconnect)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Will:
+    """Last will, published by the broker when the connection drops without DISCONNECT."""
+
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+class MqttError(Exception):
+    """Base class of MQTT errors. ``retriable`` says whether trying again may help."""
+
+    retriable: bool = True
+
+    def __init__(
+        self, message: str, *, retriable: bool | None = None, reason_code: int | None = None
+    ) -> None:
+        super().__init__(message)
+        if retriable is not None:
+            self.retriable = retriable
+        self.reason_code: int | None = reason_code
+
+
+class MqttConnectError(MqttError):
+    """The connection could not be established or the broker refused it (CONNACK).
+
+    ``reason_code`` is the CONNACK reason code, or None for network failures.
+    Not retriable for e.g. bad user name or password (0x86) or not authorized (0x87).
+    """
+
+
+class MqttPublishError(MqttError):
+    """The broker answered a QoS 1/2 PUBLISH with a failure reason code (>= 0x80)."""
+
+    retriable = False
+
+    def __init__(self, message: str, *, reason_code: int) -> None:
+        super().__init__(
+            message, reason_code=reason_code, retriable=reason_code in _PUBLISH_RETRIABLE
+        )
+        self.reason_code: int = reason_code
+
+
+class MqttSubscribeError(MqttError):
+    """The broker refused a subscription (SUBACK reason code >= 0x80)."""
+
+    retriable = False
+
+
+class MqttNotConnected(MqttError):
+    """The client is not connected (or not running any more)."""
+
+
+# --------------------------------------------------------------------------- paho glue
+
+
+class _PahoClient(paho.Client):
+    """paho client whose TCP connection is opened by asyncio before ``reconnect()``.
+
+    paho's own ``_create_socket`` uses a blocking ``socket.create_connection``;
+    overriding it keeps the event loop responsive while the broker is slow or
+    unreachable.
+    """
+
+    def __init__(self, *, client_id: str, manual_ack: bool) -> None:
+        super().__init__(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=MQTTProtocolVersion.MQTTv5,
+            manual_ack=manual_ack,
+        )
+        self.preconnected_socket: socket.socket | None = None
+
+    def _create_socket(self) -> SocketLike:
+        sock = self.preconnected_socket
+        if sock is None:
+            raise MqttConnectError("internal error: no pre-connected socket", retriable=True)
+        self.preconnected_socket = None
+        return sock
+
+
+@dataclass(slots=True)
+class _PendingPublish:
+    future: asyncio.Future[None]
+    qos: int
+    topic: str
+
+
+class _MessageIterator:
+    """Async iterator over received messages; cancellation safe (``wait_for(anext(it))``)."""
+
+    __slots__ = ("_client",)
+
+    def __init__(self, client: MqttClient) -> None:
+        self._client = client
+
+    def __aiter__(self) -> _MessageIterator:
+        return self
+
+    async def __anext__(self) -> MqttMessage:
+        return await self._client._next_message()
+
+
+def _rc_value(reason_code: ReasonCode | int) -> int:
+    return reason_code.value if isinstance(reason_code, ReasonCode) else int(reason_code)
+
+
+# --------------------------------------------------------------------------- client
+
+
+class MqttClient:
+    """Asyncio MQTT 5 client. See the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        client_id: str,
+        username: str | None,
+        password: str | None,
+        clean_start: bool = True,
+        session_expiry: int = 0,
+        manual_ack: bool = False,
+        keepalive: int = 30,
+        will: Will | None = None,
+        reconnect: bool = True,
+        max_inflight: int = 100,
+        message_queue_size: int = 0,
+        name: str = "mqtt",
+        receive_maximum: int | None = None,
+    ) -> None:
+        if not clean_start and not client_id:
+            raise ValueError("a client_id is required when clean_start is False")
+        if session_expiry < 0:
+            raise ValueError("session_expiry must be >= 0")
+        if keepalive < 0:
+            raise ValueError("keepalive must be >= 0")
+        if max_inflight < 0:
+            raise ValueError("max_inflight must be >= 0 (0 = unlimited)")
+        if message_queue_size < 0:
+            raise ValueError("message_queue_size must be >= 0 (0 = unlimited)")
+        if will is not None and will.qos not in (0, 1, 2):
+            raise ValueError("will qos must be 0, 1 or 2")
+        if receive_maximum is not None and not 1 <= receive_maximum <= 65535:
+            raise ValueError("receive_maximum must be between 1 and 65535")
+
+        self._host = host
+        self._port = port
+        self._client_id = client_id
+        self._clean_start = clean_start
+        self._session_expiry = session_expiry
+        self._manual_ack = manual_ack
+        self._keepalive = keepalive
+        self._reconnect = reconnect
+        self._max_inflight = max_inflight
+        self._message_queue_size = message_queue_size
+        self._receive_maximum = receive_maximum
+        self._name = name
+        self._logger: structlog.typing.FilteringBoundLogger = log.bind(
+            mqtt=name, client_id=client_id
+        )
+
+        client = _PahoClient(client_id=client_id, manual_ack=manual_ack)
+        client.max_inflight_messages_set(max_inflight)
+        # Unlimited: QoS>0 publishes made while disconnected are kept and sent
+        # after the reconnect; callers bound the wait with their own timeout.
+        client.max_queued_messages_set(0)
+        if username is not None:
+            client.username_pw_set(username, password)
+        if will is not None:
+            client.will_set(will.topic, will.payload, will.qos, will.retain)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_publish = self._on_publish
+        client.on_subscribe = self._on_subscribe
+        client.on_socket_open = self._on_socket_open
+        client.on_socket_close = self._on_socket_close
+        client.on_socket_register_write = self._on_socket_register_write
+        client.on_socket_unregister_write = self._on_socket_unregister_write
+        self._client = client
+
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._state: _State = "new"
+        self._connected = False
+        self._session_present = False
+        self._connect_timeout = 10.0
+        self._connack: asyncio.Future[None] | None = None
+        self._pending: dict[int, _PendingPublish] = {}
+        self._sub_pending: dict[int, asyncio.Future[list[ReasonCode]]] = {}
+        self._resub_pending: dict[int, list[str]] = {}
+        self._subscriptions: dict[str, int] = {}
+        self._unacked: dict[int, MqttMessage] = {}
+        self._state_waiters: set[asyncio.Future[None]] = set()
+        self._close_waiters: set[asyncio.Future[None]] = set()
+        self._queue: asyncio.Queue[MqttMessage | None] = asyncio.Queue()
+        self._reading_paused = False
+        self._misc_task: asyncio.Task[None] | None = None
+        self._reconnect_task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def connected(self) -> bool:
+        """True between a successful CONNACK and the loss of that connection."""
+        return self._connected
+
+    @property
+    def session_present(self) -> bool:
+        """The CONNACK "session present" flag of the current/last connection."""
+        return self._session_present
+
+    @property
+    def client_id(self) -> str:
+        return self._client_id
+
+    async def __aenter__(self) -> MqttClient:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def start(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Connect and wait for the CONNACK.
+
+        Raises MqttConnectError when the connection fails or the broker refuses
+        it, TimeoutError when no CONNACK arrives in time (the client can then
+        be started again) and RuntimeError when already started or stopped.
+        """
+        if self._state != "new":
+            raise RuntimeError(f"MqttClient {self._name!r} already started (state {self._state})")
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._state = "running"
+        self._connect_timeout = timeout
+        properties: Properties | None = None
+        if self._session_expiry > 0 or self._receive_maximum is not None:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            if self._session_expiry > 0:
+                properties.SessionExpiryInterval = self._session_expiry
+            if self._receive_maximum is not None:
+                # How many unacknowledged QoS 1/2 messages the broker may send us.
+                properties.ReceiveMaximum = self._receive_maximum
+        self._client.connect_async(
+            self._host,
+            self._port,
+            keepalive=self._keepalive,
+            clean_start=self._clean_start,
+            properties=properties,
+        )
+        self._misc_task = loop.create_task(self._misc_loop(), name=f"{self._name}-mqtt-misc")
+        try:
+            await self._connect_once(timeout)
+        except BaseException:
+            self._drop_socket()
+            self._connected = False
+            misc_task, self._misc_task = self._misc_task, None
+            await _cancel_and_wait(misc_task)
+            if self._state == "running":  # not stopped meanwhile: start() may be retried
+                self._state = "new"
+            raise
+        self._logger.info(
+            "mqtt.started",
+            host=self._host,
+            port=self._port,
+            session_present=self._session_present,
+        )
+
+    async def stop(self, *, clean: bool = True) -> None:
+        """Disconnect and stop the background tasks. Idempotent; safe before start().
+
+        ``clean=True`` sends DISCONNECT (the broker discards the will);
+        ``clean=False`` just drops the TCP connection, so the broker publishes
+        the will - used to simulate a crash.
+        """
+        if self._state in ("stopping", "stopped"):
+            return
+        if self._state == "new":
+            self._state = "stopped"
+            self._queue.put_nowait(None)
+            return
+        self._state = "stopping"
+        self._notify_state()
+        reconnect_task, self._reconnect_task = self._reconnect_task, None
+        await _cancel_and_wait(reconnect_task)
+        if clean and self._connected and self._client.socket() is not None:
+            loop = asyncio.get_running_loop()
+            closed: asyncio.Future[None] = loop.create_future()
+            self._close_waiters.add(closed)
+            try:
+                self._client.disconnect()
+                self._flush()
+                if self._client.socket() is not None:
+                    async with asyncio.timeout(_DISCONNECT_TIMEOUT):
+                        await closed
+            except TimeoutError:
+                self._logger.warning("mqtt.disconnect_timeout", timeout=_DISCONNECT_TIMEOUT)
+            finally:
+                self._close_waiters.discard(closed)
+        self._drop_socket()
+        self._connected = False
+        misc_task, self._misc_task = self._misc_task, None
+        await _cancel_and_wait(misc_task)
+        self._fail_pending("MQTT client stopped", qos0_only=False)
+        self._fail_subscribe_waiters("MQTT client stopped")
+        self._unacked.clear()
+        self._state = "stopped"
+        self._queue.put_nowait(None)
+        self._notify_state()
+        self._logger.info("mqtt.stopped", clean=clean)
+
+    async def wait_connected(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        """Wait until connected; MqttNotConnected if the client stops, TimeoutError on timeout."""
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(timeout):
+            while not self._connected:
+                if self._state in ("stopping", "stopped"):
+                    raise MqttNotConnected("MQTT client stopped")
+                if self._connection_given_up():
+                    raise MqttNotConnected("connection lost and reconnect is disabled")
+                waiter: asyncio.Future[None] = loop.create_future()
+                self._state_waiters.add(waiter)
+                try:
+                    await waiter
+                finally:
+                    self._state_waiters.discard(waiter)
+
+    async def subscribe(
+        self, topic: str, qos: int = 1, *, timeout: float | None = 30.0  # noqa: ASYNC109
+    ) -> int:
+        """Subscribe and return the granted reason code (the granted QoS).
+
+        Raises MqttSubscribeError if the broker refuses (reason code >= 0x80).
+        The subscription is remembered and renewed after every reconnect. If
+        the connection is down, waits for the reconnect.
+        """
+        if qos not in (0, 1, 2):
+            raise ValueError("qos must be 0, 1 or 2")
+        async with asyncio.timeout(timeout):
+            while True:
+                self._ensure_running()
+                await self.wait_connected()
+                loop = asyncio.get_running_loop()
+                rc, mid = self._client.subscribe(topic, qos=qos)
+                if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
+                    if rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
+                        continue
+                    raise MqttError(f"subscribe to {topic!r} failed: {paho.error_string(rc)}")
+                fut: asyncio.Future[list[ReasonCode]] = loop.create_future()
+                self._sub_pending[mid] = fut
+                self._flush()
+                try:
+                    reason_codes = await fut
+                except MqttNotConnected:
+                    if self._state != "running":
+                        raise
+                    continue  # connection dropped before SUBACK: subscribe again
+                finally:
+                    if self._sub_pending.get(mid) is fut:
+                        del self._sub_pending[mid]
+                granted = _rc_value(reason_codes[0]) if reason_codes else 0x80
+                if granted >= 0x80:
+                    self._logger.error("mqtt.subscribe_refused", topic=topic, reason_code=granted)
+                    reason = reason_codes[0] if reason_codes else "?"
+                    raise MqttSubscribeError(
+                        f"subscription to {topic!r} refused: {reason} (0x{granted:02x})",
+                        reason_code=granted,
+                    )
+                self._subscriptions[topic] = qos
+                self._logger.info("mqtt.subscribed", topic=topic, qos=qos, granted=granted)
+                return granted
+
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 1,
+        retain: bool = False,
+        properties: Properties | None = None,
+        timeout: float | None = 30.0,  # noqa: ASYNC109
+    ) -> None:
+        """Publish and wait: QoS 0 until written to the socket, QoS 1/2 until PUBACK/PUBCOMP.
+
+        Raises MqttPublishError when the broker answers with a reason code >=
+        0x80 (e.g. 135 not authorized), TimeoutError after ``timeout``. While
+        disconnected, waits for the reconnect (see the module docstring).
+        """
+        async with asyncio.timeout(timeout):
+            if qos == 0 and not self._connected:
+                self._ensure_running()
+                await self.wait_connected()
+            await self.publish_nowait(topic, payload, qos, retain, properties)
+
+    def publish_nowait(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 1,
+        retain: bool = False,
+        properties: Properties | None = None,
+    ) -> asyncio.Future[None]:
+        """Queue a publish and return a future resolved like :meth:`publish` (no timeout).
+
+        Raises MqttNotConnected right away if the client is not running, or for
+        QoS 0 when not connected (QoS 0 messages are not queued).
+        """
+        self._ensure_running()
+        if qos not in (0, 1, 2):
+            raise ValueError("qos must be 0, 1 or 2")
+        if qos == 0 and not self._connected:
+            raise MqttNotConnected("not connected; QoS 0 publish not queued")
+        if self._connection_given_up():
+            raise MqttNotConnected("connection lost and reconnect is disabled")
+        loop = self._loop
+        assert loop is not None
+        info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+        rc = info.rc
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS and not (
+            qos > 0 and rc == MQTTErrorCode.MQTT_ERR_NO_CONN
+        ):
+            if rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
+                raise MqttNotConnected("not connected; QoS 0 publish not queued")
+            raise MqttError(f"publish to {topic!r} failed: {paho.error_string(rc)}")
+        mid = info.mid
+        fut: asyncio.Future[None] = loop.create_future()
+        previous = self._pending.get(mid)
+        if previous is not None and not previous.future.done():
+            previous.future.set_exception(
+                MqttError(f"message id {mid} reused before the publish to {previous.topic!r} "
+                          "was acknowledged")
+            )
+        self._pending[mid] = _PendingPublish(fut, qos, topic)
+        fut.add_done_callback(lambda f: self._forget_pending(mid, f))
+        self._flush()
+        return fut
+
+    def messages(self) -> AsyncIterator[MqttMessage]:
+        """Async iterator over received messages in arrival order.
+
+        Ends after :meth:`stop` once the queued messages are consumed.
+        ``async for msg in client.messages(): ...``
+        """
+        return _MessageIterator(self)
+
+    def ack(self, message: MqttMessage) -> None:
+        """Send the PUBACK (QoS 1) / PUBCOMP (QoS 2) for a message (manual_ack only).
+
+        No-op for QoS 0 and when manual_ack is False. If the message came from
+        an earlier connection, nothing is sent: the broker redelivers it anyway.
+        """
+        if not self._manual_ack or message.qos == 0:
+            return
+        if self._unacked.get(message.mid) is not message:
+            self._logger.debug(
+                "mqtt.ack_stale", mid=message.mid, topic=message.topic, connected=self._connected
+            )
+            return
+        del self._unacked[message.mid]
+        rc = self._client.ack(message.mid, message.qos)
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            self._logger.debug("mqtt.ack_not_sent", mid=message.mid, rc=paho.error_string(rc))
+            return
+        self._flush()
+
+    # ------------------------------------------------------------------ internals
+
+    def _connection_given_up(self) -> bool:
+        return (
+            self._state == "running"
+            and not self._reconnect
+            and not self._connected
+            and self._connack is None
+        )
+
+    def _ensure_running(self) -> None:
+        if self._state != "running":
+            raise MqttNotConnected(f"MQTT client {self._name!r} is not running ({self._state})")
+
+    def _flush(self) -> None:
+        """Write queued packets now instead of waiting for the writer callback."""
+        if self._client.socket() is not None and self._client.want_write():
+            self._client.loop_write()
+
+    def _notify_state(self) -> None:
+        for waiter in self._state_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _forget_pending(self, mid: int, fut: asyncio.Future[None]) -> None:
+        pending = self._pending.get(mid)
+        if pending is not None and pending.future is fut:
+            del self._pending[mid]
+
+    def _fail_pending(self, reason: str, *, qos0_only: bool) -> None:
+        for mid, pending in list(self._pending.items()):
+            if qos0_only and pending.qos > 0:
+                continue
+            del self._pending[mid]
+            if not pending.future.done():
+                pending.future.set_exception(
+                    MqttNotConnected(f"publish to {pending.topic!r} not confirmed: {reason}")
+                )
+
+    def _fail_subscribe_waiters(self, reason: str) -> None:
+        waiters = list(self._sub_pending.values())
+        self._sub_pending.clear()
+        self._resub_pending.clear()
+        for fut in waiters:
+            if not fut.done():
+                fut.set_exception(MqttNotConnected(reason))
+
+    async def _next_message(self) -> MqttMessage:
+        item = await self._queue.get()
+        if item is None:
+            self._queue.put_nowait(None)  # let every other iterator finish too
+            raise StopAsyncIteration
+        if self._reading_paused and self._queue.qsize() < self._message_queue_size:
+            self._resume_reading()
+        return item
+
+    def _resume_reading(self) -> None:
+        self._reading_paused = False
+        sock = self._client.socket()
+        if sock is not None and self._loop is not None:
+            self._loop.add_reader(sock, self._on_readable)
+
+    async def _open_socket(self) -> socket.socket:
+        loop = asyncio.get_running_loop()
+        candidates: list[tuple[int, tuple[Any, ...]]]
+        try:
+            ip = ipaddress.ip_address(self._host)
+        except ValueError:
+            infos = await loop.getaddrinfo(
+                self._host, self._port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+            )
+            candidates = [(info[0], info[4]) for info in infos]
+        else:
+            ip_family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+            candidates = [(ip_family, (self._host, self._port))]
+        last_exc: OSError | None = None
+        for family, address in candidates:
+            sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+            try:
+                sock.setblocking(False)
+                await loop.sock_connect(sock, address)
+            except OSError as exc:
+                sock.close()
+                last_exc = exc
+                continue
+            except BaseException:
+                sock.close()
+                raise
+            return sock
+        raise MqttConnectError(
+            f"cannot connect to {self._host}:{self._port}: {last_exc}", retriable=True
+        ) from last_exc
+
+    async def _connect_once(self, timeout: float) -> None:  # noqa: ASYNC109
+        """Open a connection, send CONNECT and wait for a successful CONNACK."""
+        loop = asyncio.get_running_loop()
+        connack: asyncio.Future[None] = loop.create_future()
+        self._connack = connack
+        try:
+            async with asyncio.timeout(timeout):
+                sock = await self._open_socket()
+                self._client.preconnected_socket = sock
+                try:
+                    rc = self._client.reconnect()
+                finally:
+                    unused = self._client.preconnected_socket
+                    self._client.preconnected_socket = None
+                    if unused is not None:
+                        unused.close()
+                if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    raise MqttConnectError(
+                        f"sending CONNECT failed: {paho.error_string(rc)}", retriable=True
+                    )
+                self._flush()
+                await connack
+        except BaseException:
+            if not self._connected:
+                self._drop_socket()
+            raise
+        finally:
+            self._connack = None
+            if connack.done() and not connack.cancelled():
+                connack.exception()  # mark retrieved
+            else:
+                connack.cancel()
+
+    def _drop_socket(self) -> None:
+        """Close the connection without DISCONNECT (the broker will publish the will).
+
+        Uses only public paho API: shut the socket down, then let loop_read()
+        see EOF so paho closes the socket and runs on_disconnect itself.
+        Never call this from inside a paho callback.
+        """
+        sock = self._client.socket()
+        if sock is None:
+            return
+        if isinstance(sock, socket.socket):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        for _ in range(_DROP_READ_LIMIT):
+            if self._client.socket() is None:
+                return
+            self._client.loop_read()
+        self._logger.error("mqtt.drop_socket_failed")
+
+    def _ensure_reconnect_task(self) -> None:
+        if self._loop is None or self._state != "running" or not self._reconnect:
+            return
+        if self._reconnect_task is not None and not self._reconnect_task.done():
+            return
+        self._reconnect_task = self._loop.create_task(
+            self._reconnect_loop(), name=f"{self._name}-mqtt-reconnect"
+        )
+
+    async def _reconnect_loop(self) -> None:
+        delay = _BACKOFF_INITIAL
+        attempt = 0
+        try:
+            while self._state == "running" and not self._connected:
+                attempt += 1
+                wait = delay * random.uniform(0.5, 1.0)
+                delay = min(delay * 2, _BACKOFF_MAX)
+                await asyncio.sleep(wait)
+                if self._state != "running" or self._connected:
+                    break
+                self._logger.info("mqtt.reconnect_attempt", attempt=attempt, after=round(wait, 3))
+                try:
+                    await self._connect_once(self._connect_timeout)
+                except MqttConnectError as exc:
+                    level = self._logger.warning if exc.retriable else self._logger.error
+                    level(
+                        "mqtt.reconnect_failed",
+                        attempt=attempt,
+                        error=str(exc),
+                        reason_code=exc.reason_code,
+                        retriable=exc.retriable,
+                    )
+                except (MqttError, OSError, TimeoutError) as exc:
+                    self._logger.warning(
+                        "mqtt.reconnect_failed", attempt=attempt, error=repr(exc), retriable=True
+                    )
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self._logger.exception("mqtt.reconnect_loop_crashed", attempt=attempt)
+            raise
+        if self._connected:
+            self._logger.info(
+                "mqtt.reconnected", attempts=attempt, session_present=self._session_present
+            )
+
+    async def _misc_loop(self) -> None:
+        while True:
+            await asyncio.sleep(_MISC_INTERVAL)
+            try:
+                if self._client.socket() is not None:
+                    self._client.loop_misc()
+            except Exception:
+                self._logger.exception("mqtt.loop_misc_failed")
+
+    def _resubscribe(self) -> None:
+        if not self._subscriptions:
+            return
+        # Retain handling 1: retained messages only if the subscription is new
+        # (i.e. the broker lost the session), not on every reconnect.
+        retain_handling = SubscribeOptions.RETAIN_SEND_IF_NEW_SUB
+        topics = [
+            (topic, SubscribeOptions(qos=qos, retainHandling=retain_handling))
+            for topic, qos in self._subscriptions.items()
+        ]
+        rc, mid = self._client.subscribe(topics)
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
+            self._logger.error("mqtt.resubscribe_failed", rc=paho.error_string(rc))
+            return
+        self._resub_pending[mid] = [topic for topic, _ in topics]
+
+    # ------------------------------------------------------------------ paho callbacks
+    # They run in the event loop thread, inside paho's (non re-entrant) callback
+    # lock: they must not call paho methods that close the socket.
+
+    def _on_socket_open(self, client: paho.Client, userdata: Any, sock: SocketLike) -> None:
+        try:
+            if isinstance(sock, socket.socket):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            assert self._loop is not None
+            self._reading_paused = False
+            self._loop.add_reader(sock, self._on_readable)
+        except Exception:
+            self._logger.exception("mqtt.on_socket_open_failed")
+
+    def _on_socket_close(self, client: paho.Client, userdata: Any, sock: SocketLike) -> None:
+        try:
+            if self._loop is not None:
+                self._loop.remove_reader(sock)
+            self._reading_paused = False
+            for waiter in self._close_waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+        except Exception:
+            self._logger.exception("mqtt.on_socket_close_failed")
+
+    def _on_socket_register_write(
+        self, client: paho.Client, userdata: Any, sock: SocketLike
+    ) -> None:
+        try:
+            if self._loop is not None:
+                self._loop.add_writer(sock, self._on_writable)
+        except Exception:
+            self._logger.exception("mqtt.on_socket_register_write_failed")
+
+    def _on_socket_unregister_write(
+        self, client: paho.Client, userdata: Any, sock: SocketLike
+    ) -> None:
+        try:
+            if self._loop is not None:
+                self._loop.remove_writer(sock)
+        except Exception:
+            self._logger.exception("mqtt.on_socket_unregister_write_failed")
+
+    def _on_readable(self) -> None:
+        try:
+            self._client.loop_read()
+        except Exception:
+            self._logger.exception("mqtt.loop_read_failed")
+            self._drop_socket()
+
+    def _on_writable(self) -> None:
+        try:
+            self._client.loop_write()
+        except Exception:
+            self._logger.exception("mqtt.loop_write_failed")
+            self._drop_socket()
+
+    def _on_connect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: paho.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        try:
+            connack = self._connack
+            code = _rc_value(reason_code)
+            if reason_code.is_failure:
+                retriable = code not in _CONNACK_NOT_RETRIABLE
+                self._logger.warning(
+                    "mqtt.connect_refused",
+                    reason=str(reason_code),
+                    reason_code=code,
+                    retriable=retriable,
+                )
+                if connack is not None and not connack.done():
+                    connack.set_exception(
+                        MqttConnectError(
+                            f"broker refused the connection: {reason_code} (0x{code:02x})",
+                            retriable=retriable,
+                            reason_code=code,
+                        )
+                    )
+                return
+            self._connected = True
+            self._session_present = bool(flags.session_present)
+            receive_maximum = getattr(properties, "ReceiveMaximum", None)
+            if isinstance(receive_maximum, int) and (
+                self._max_inflight == 0 or self._max_inflight > receive_maximum
+            ):
+                # paho ignores the broker's Receive Maximum and cannot change its
+                # window on an open connection. mosquitto 2.0 tolerates the excess
+                # (QoS 1 and 2); a stricter broker could disconnect us (0x93).
+                self._logger.debug(
+                    "mqtt.max_inflight_above_receive_maximum",
+                    max_inflight=self._max_inflight,
+                    receive_maximum=receive_maximum,
+                )
+            self._logger.info(
+                "mqtt.connected",
+                session_present=self._session_present,
+                receive_maximum=receive_maximum,
+            )
+            self._resubscribe()
+            if connack is not None and not connack.done():
+                connack.set_result(None)
+            self._notify_state()
+        except Exception:
+            self._logger.exception("mqtt.on_connect_failed")
+
+    def _on_disconnect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: paho.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        try:
+            was_connected = self._connected
+            self._connected = False
+            self._unacked.clear()
+            connack = self._connack
+            if connack is not None and not connack.done():
+                connack.set_exception(
+                    MqttConnectError(
+                        f"connection closed before CONNACK: {reason_code}", retriable=True
+                    )
+                )
+            self._fail_subscribe_waiters("connection lost")
+            running = self._state == "running"
+            self._fail_pending("connection lost", qos0_only=running and self._reconnect)
+            self._notify_state()
+            if not running:
+                self._logger.debug("mqtt.disconnected", reason=str(reason_code))
+                return
+            if was_connected:
+                self._logger.warning(
+                    "mqtt.connection_lost",
+                    reason=str(reason_code),
+                    from_broker=flags.is_disconnect_packet_from_server,
+                    reconnect=self._reconnect,
+                )
+                self._ensure_reconnect_task()
+        except Exception:
+            self._logger.exception("mqtt.on_disconnect_failed")
+
+    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        try:
+            try:
+                topic = msg.topic
+            except UnicodeDecodeError:
+                self._logger.warning("mqtt.invalid_topic_dropped", mid=msg.mid, qos=msg.qos)
+                if self._manual_ack and msg.qos > 0:
+                    client.ack(msg.mid, msg.qos)
+                return
+            payload = msg.payload if isinstance(msg.payload, bytes) else bytes(msg.payload)
+            message = MqttMessage(
+                topic=topic,
+                payload=payload,
+                qos=msg.qos,
+                retain=bool(msg.retain),
+                mid=msg.mid,
+                properties=msg.properties,
+                received_monotonic=time.monotonic(),
+                dup=bool(msg.dup),
+            )
+            if self._manual_ack and msg.qos > 0:
+                self._unacked[msg.mid] = message
+            self._queue.put_nowait(message)
+            if (
+                self._message_queue_size
+                and not self._reading_paused
+                and self._queue.qsize() >= self._message_queue_size
+            ):
+                # Back-pressure: stop reading the socket until the consumer catches up.
+                sock = client.socket()
+                if sock is not None and self._loop is not None:
+                    self._loop.remove_reader(sock)
+                    self._reading_paused = True
+                    self._logger.debug("mqtt.reading_paused", queued=self._queue.qsize())
+        except Exception:
+            self._logger.exception("mqtt.on_message_failed", mid=msg.mid)
+
+    def _on_publish(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        mid: int,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        try:
+            pending = self._pending.pop(mid, None)
+            if pending is None:
+                self._logger.debug("mqtt.publish_ack_unknown_mid", mid=mid, reason=str(reason_code))
+                return
+            if pending.future.done():
+                return
+            if reason_code.is_failure:
+                code = _rc_value(reason_code)
+                self._logger.warning(
+                    "mqtt.publish_refused", topic=pending.topic, mid=mid, reason_code=code
+                )
+                pending.future.set_exception(
+                    MqttPublishError(
+                        f"broker refused publish to {pending.topic!r}: "
+                        f"{reason_code} (0x{code:02x})",
+                        reason_code=code,
+                    )
+                )
+            else:
+                pending.future.set_result(None)
+        except Exception:
+            self._logger.exception("mqtt.on_publish_failed", mid=mid)
+
+    def _on_subscribe(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        try:
+            fut = self._sub_pending.pop(mid, None)
+            if fut is not None:
+                if not fut.done():
+                    fut.set_result(list(reason_codes))
+                return
+            topics = self._resub_pending.pop(mid, None)
+            if topics is None:
+                self._logger.debug("mqtt.suback_unknown_mid", mid=mid)
+                return
+            for topic, reason_code in zip(topics, reason_codes, strict=False):
+                if reason_code.is_failure:
+                    self._logger.error(
+                        "mqtt.resubscribe_refused", topic=topic, reason=str(reason_code)
+                    )
+                else:
+                    self._logger.debug("mqtt.resubscribed", topic=topic, granted=reason_code.value)
+        except Exception:
+            self._logger.exception("mqtt.on_subscribe_failed", mid=mid)
+
+
+async def _cancel_and_wait(task: asyncio.Task[None] | None) -> None:
+    """Cancel ``task`` and wait for it without swallowing our own cancellation."""
+    if task is None:
+        return
+    if not task.done():
+        task.cancel()
+        await asyncio.wait({task})
+    if not task.cancelled():
+        exc = task.exception()
+        if exc is not None:
+            log.warning("mqtt.background_task_failed", task=task.get_name(), error=repr(exc))

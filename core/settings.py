@@ -1,0 +1,126 @@
+"""All settings, from environment variables, in one typed object.
+
+Every variable is prefixed `PINGAN_`; the README lists them. Defaults match the local stack
+started by `deploy/stack.sh up`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from core.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _default_stack_dir() -> str:
+    return str(REPO_ROOT / ".stack")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    # Postgres
+    database_url: str = "postgresql://pingan:pingan@127.0.0.1:55432/pingan"
+    db_pool_min: int = 1
+    db_pool_max: int = 10
+
+    # Kafka
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    kafka_topic_prefix: str = "pingan"
+    kafka_partitions: int = 6
+    kafka_replication: int = 1
+    kafka_consumer_group: str = "pingan-escalation-workers"
+    kafka_linger_ms: int = 2
+    kafka_fetch_max_wait_ms: int = 10
+
+    # MQTT broker
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = 18830
+    mqtt_username: str = "pingan-platform"
+    mqtt_password: str = "pingan-platform-dev"
+    mqtt_password_file: str = field(
+        default_factory=lambda: str(Path(_default_stack_dir()) / "mosquitto" / "passwd")
+    )
+    mqtt_pid_file: str = field(
+        default_factory=lambda: str(Path(_default_stack_dir()) / "mosquitto" / "mosquitto.pid")
+    )
+    mqtt_session_expiry_s: int = 7 * 24 * 3600
+    mqtt_shared_group: str = "pingan-gateways"
+
+    # Components
+    instance_id: str = field(default_factory=socket.gethostname)
+    """Stable per running instance: the gateway's MQTT client id is derived from it, so a
+    restarted gateway gets back its session and the messages it had not acknowledged."""
+    max_clock_skew_future_s: int = 300
+    max_event_age_s: int = 24 * 3600
+    device_cache_ttl_s: float = 30.0
+    worker_batch_max: int = 500
+    notifier_batch_max: int = 200
+    poll_interval_s: float = 1.0
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+
+    # Demo and simulation
+    demo_secret: str = "pingan-demo"
+    """Demo devices' MQTT passwords are derived from this, so the simulator can log in."""
+
+    log_level: str = "info"
+    log_format: str = "console"  # console or json
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if env is None else env
+        hints = get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            key = "PINGAN_" + f.name.upper()
+            if key in env:
+                values[f.name] = _parse(key, env[key], hints[f.name])
+        values.update(overrides)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as PINGAN_* environment variables (for a child process)."""
+        return {"PINGAN_" + f.name.upper(): str(getattr(self, f.name)) for f in fields(self)}
+
+    def redacted(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["mqtt_password"] = "***"
+        out["database_url"] = _redact_url(self.database_url)
+        out["demo_secret"] = "***"
+        return out
+
+
+def _parse(key: str, raw: str, type_: Any) -> Any:
+    try:
+        if type_ is int:
+            return int(raw)
+        if type_ is float:
+            return float(raw)
+        if type_ is bool:
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{key}={raw!r} is not a valid {type_.__name__}") from exc
+    return raw
+
+
+def _redact_url(url: str) -> str:
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"

@@ -1,0 +1,240 @@
+"""The `dispatch` command line: runs any component, or all of them, and administers."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from core import db
+from core.errors import PinganError
+from core.logging import configure
+from core.settings import Settings
+
+
+def _print_json(obj: Any) -> None:
+    sys.stdout.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2).decode() + "\n")
+    sys.stdout.flush()
+
+
+async def _with_conn(settings: Settings, fn: Callable[[Any], Awaitable[Any]]) -> Any:
+    conn = await db.connect(settings.database_url)
+    try:
+        return await fn(conn)
+    finally:
+        await conn.close()
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    applied = asyncio.run(_with_conn(settings, db.migrate))
+    print(f"migrations applied: {len(applied)}" + (f" ({', '.join(applied)})" if applied else ""))
+    return 0
+
+
+def cmd_seed_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from dispatch.credentials import sync_broker_credentials
+    from dispatch.demo_city import seed
+
+    async def go(conn: Any) -> dict[str, int]:
+        counts = await seed(conn, settings)
+        counts["broker_accounts"] = await sync_broker_credentials(conn, settings)
+        return counts
+
+    _print_json(asyncio.run(_with_conn(settings, go)))
+    return 0
+
+
+def cmd_device_add(args: argparse.Namespace, settings: Settings) -> int:
+    import secrets
+
+    from dispatch.credentials import add_device, sync_broker_credentials
+
+    device_id = args.id or f"dev-{args.grid}-{secrets.token_hex(3)}"
+
+    async def go(conn: Any) -> Any:
+        async with conn.transaction():
+            p = await add_device(
+                conn,
+                device_id=device_id,
+                grid_code=args.grid,
+                kind=args.kind,
+                address=args.address,
+                resident_note=args.note,
+            )
+        await sync_broker_credentials(conn, settings)
+        return p
+
+    p = asyncio.run(_with_conn(settings, go))
+    _print_json(
+        {
+            "device_id": p.device_id,
+            "grid_code": p.grid_code,
+            "kind": p.kind,
+            "mqtt": {
+                "host": settings.mqtt_host,
+                "port": settings.mqtt_port,
+                "username": p.username,
+                "password": p.password,
+                "client_id": p.device_id,
+                "publish": f"pingan/v1/devices/{p.device_id}/events",
+                "receipts": f"pingan/v1/devices/{p.device_id}/receipts",
+            },
+            "note": "the password is shown once; it is stored only as a hash",
+        }
+    )
+    return 0
+
+
+def cmd_device_deactivate(args: argparse.Namespace, settings: Settings) -> int:
+    from dispatch.credentials import sync_broker_credentials
+
+    async def go(conn: Any) -> int:
+        n = await conn.fetchval(
+            "WITH u AS (UPDATE devices SET active = false WHERE device_id = $1 RETURNING 1) "
+            "SELECT count(*) FROM u",
+            args.device_id,
+        )
+        await sync_broker_credentials(conn, settings)
+        return int(n)
+
+    if not asyncio.run(_with_conn(settings, go)):
+        print(f"no device {args.device_id}", file=sys.stderr)
+        return 1
+    print(f"device {args.device_id} deactivated; its broker account is removed")
+    return 0
+
+
+def cmd_broker_sync(args: argparse.Namespace, settings: Settings) -> int:
+    from dispatch.credentials import sync_broker_credentials
+
+    n = asyncio.run(_with_conn(settings, lambda c: sync_broker_credentials(c, settings)))
+    print(f"broker accounts written: {n}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from dispatch.status import status
+
+    _print_json(asyncio.run(_with_conn(settings, lambda c: status(c, window_s=args.window))))
+    return 0
+
+
+def cmd_component(names: tuple[str, ...]) -> Callable[[argparse.Namespace, Settings], int]:
+    def run(args: argparse.Namespace, settings: Settings) -> int:
+        from dispatch.components import run_components
+
+        asyncio.run(run_components(names, settings))
+        return 0
+
+    return run
+
+
+def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    from dispatch.simulator import Simulator, load_demo_devices
+
+    async def go() -> Any:
+        devices = await _with_conn(settings, lambda c: load_demo_devices(c, settings, args.devices))
+        if not devices:
+            raise PinganError("no demo devices: run `dispatch seed-demo` first")
+        sim = Simulator(settings, devices, rate=args.rate, heartbeat_share=args.heartbeats)
+        stop = asyncio.Event()
+        from core.lifecycle import install_signal_handlers
+
+        install_signal_handlers(stop)
+        stats = await sim.run(duration=args.duration, stop=stop)
+        return stats.summary()
+
+    _print_json(asyncio.run(go()))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from dispatch.demo import run_demo
+
+    asyncio.run(run_demo(settings, devices=args.devices, rate=args.rate))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="dispatch", description="Ping'an Dispatch: one-tap alarm and incident dispatch"
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="command")
+
+    for name, help_ in [
+        ("gateway", "run the MQTT gateway (device events -> Kafka)"),
+        ("worker", "run the escalation worker (Kafka -> Postgres incidents, notifications)"),
+        ("notifier", "run the notifier (notifications -> officer apps over MQTT)"),
+        ("relay", "run the outbox relay (incident updates -> Kafka, receipts -> devices)"),
+    ]:
+        sp = sub.add_parser(name, help=help_)
+        sp.set_defaults(fn=cmd_component((name,)))
+    sp = sub.add_parser("run", help="run every component in one process")
+    sp.set_defaults(fn=cmd_component(("gateway", "worker", "notifier", "relay")))
+
+    sub.add_parser("migrate", help="apply database migrations (safe to re-run)").set_defaults(
+        fn=cmd_migrate
+    )
+    sub.add_parser(
+        "seed-demo", help="load the demo city (units, officers, ~1000 devices)"
+    ).set_defaults(fn=cmd_seed_demo)
+
+    sp = sub.add_parser("simulate", help="connect demo devices and press buttons")
+    sp.add_argument("--devices", type=int, default=200, help="devices to connect (default 200)")
+    sp.add_argument("--rate", type=float, default=2.0, help="presses per second (default 2)")
+    sp.add_argument("--duration", type=float, default=None, help="seconds (default: until Ctrl-C)")
+    sp.add_argument("--heartbeats", type=float, default=0.0, help="share of heartbeats (0-1)")
+    sp.set_defaults(fn=cmd_simulate)
+
+    sp = sub.add_parser("demo", help="run everything with a simulator and a live summary")
+    sp.add_argument("--devices", type=int, default=200)
+    sp.add_argument("--rate", type=float, default=2.0)
+    sp.set_defaults(fn=cmd_demo)
+
+    sp = sub.add_parser("status", help="print recent activity as JSON (from Postgres)")
+    sp.add_argument("--window", type=int, default=300, help="seconds to look back (default 300)")
+    sp.set_defaults(fn=cmd_status)
+
+    dev = sub.add_parser("device", help="provision devices").add_subparsers(
+        dest="device_command", required=True, metavar="action"
+    )
+    sp = dev.add_parser("add", help="add a device to a grid cell; prints its MQTT credentials once")
+    sp.add_argument("--grid", required=True, help="15-digit grid cell code")
+    sp.add_argument("--kind", required=True, help="panic_button, pendant, smoke_detector, ...")
+    sp.add_argument("--id", help="device id (default: generated)")
+    sp.add_argument("--address", default="")
+    sp.add_argument("--note", default="", help="resident notes shown to officers")
+    sp.set_defaults(fn=cmd_device_add)
+    sp = dev.add_parser("deactivate", help="deactivate a device and remove its broker account")
+    sp.add_argument("device_id")
+    sp.set_defaults(fn=cmd_device_deactivate)
+
+    broker = sub.add_parser("broker", help="MQTT broker administration").add_subparsers(
+        dest="broker_command", required=True, metavar="action"
+    )
+    broker.add_parser(
+        "sync", help="rewrite the broker's password file from Postgres and reload it"
+    ).set_defaults(fn=cmd_broker_sync)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    settings = Settings.from_env()
+    configure(settings.log_level, settings.log_format)
+    try:
+        rc: int = args.fn(args, settings)
+    except PinganError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return rc
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

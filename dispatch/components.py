@@ -1,0 +1,67 @@
+"""Builds the components a `dispatch` command runs, and runs them under one supervisor."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+import structlog
+
+from core import db, kafka
+from core.lifecycle import Component, install_signal_handlers, supervise
+from core.settings import Settings
+from gateways.mqtt_gateway import MqttGateway
+from workers.escalation_worker import EscalationWorker
+from workers.notifier import Notifier
+from workers.outbox_relay import OutboxRelay
+from workers.rejection_recorder import RejectionRecorder
+
+log = structlog.get_logger(__name__)
+
+COMPONENTS = {
+    "gateway": (MqttGateway,),
+    "worker": (EscalationWorker, RejectionRecorder),
+    "notifier": (Notifier,),
+    "relay": (OutboxRelay,),
+}
+ALL = ("gateway", "worker", "notifier", "relay")
+
+
+def build(names: tuple[str, ...], settings: Settings, pool: asyncpg.Pool[Any]) -> list[Component]:
+    out: list[Component] = []
+    for name in names:
+        for cls in COMPONENTS[name]:
+            out.append(cls(settings, pool))
+    return out
+
+
+async def check_schema(pool: asyncpg.Pool[Any]) -> None:
+    applied = {
+        r["version"]
+        for r in await pool.fetch(
+            "SELECT version FROM schema_migrations"
+        )
+    } if await pool.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL") else set()
+    missing = [name for v, name, _ in db.migrations() if v not in applied]
+    if missing:
+        raise SystemExit(f"database is not migrated (missing {', '.join(missing)}): run `dispatch migrate`")
+
+
+async def run_components(
+    names: tuple[str, ...], settings: Settings, *, stop: asyncio.Event | None = None,
+    extra: list[Component] | None = None,
+) -> None:
+    stop = stop or asyncio.Event()
+    install_signal_handlers(stop)
+    pool = await db.create_pool(
+        settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
+    )
+    try:
+        await check_schema(pool)
+        await kafka.ensure_topics(settings)
+        comps = build(names, settings, pool) + (extra or [])
+        log.info("starting", components=[c.name for c in comps], instance=settings.instance_id)
+        await supervise(comps, stop=stop)
+    finally:
+        await pool.close()

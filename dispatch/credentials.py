@@ -1,0 +1,110 @@
+"""Device credentials: provisioning, and the broker's password file written from Postgres."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import structlog
+
+from core.errors import NotFound, PinganError
+from core.mosquitto_passwords import hash_password, reload_broker, write_password_file
+from core.settings import Settings
+from schemas.events import Identifier  # noqa: F401 - the device id rules live in the contract
+
+log = structlog.get_logger(__name__)
+
+DEVICE_KINDS = (
+    "panic_button",
+    "pendant",
+    "alarm_column",
+    "smoke_detector",
+    "gas_detector",
+    "fall_detector",
+    "door_sensor",
+)
+
+
+class InvalidDevice(PinganError):
+    pass
+
+
+def demo_password(settings: Settings, device_id: str) -> str:
+    """The demo city's device passwords derive from a secret, so the simulator can log in."""
+    digest = hmac.new(settings.demo_secret.encode(), device_id.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest[:18]).decode()
+
+
+def new_password() -> str:
+    return secrets.token_urlsafe(18)
+
+
+@dataclass(frozen=True, slots=True)
+class Provisioned:
+    device_id: str
+    grid_code: str
+    kind: str
+    username: str
+    password: str
+
+
+async def add_device(
+    conn: asyncpg.Connection[Any],
+    *,
+    device_id: str,
+    grid_code: str,
+    kind: str,
+    address: str = "",
+    resident_note: str = "",
+    password: str | None = None,
+) -> Provisioned:
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}", device_id):
+        raise InvalidDevice(
+            f"device id {device_id!r}: 1-64 letters, digits and . _ : -, starting with a "
+            "letter or digit"
+        )
+    if kind not in DEVICE_KINDS:
+        raise InvalidDevice(f"unknown device kind {kind!r}; known: {', '.join(DEVICE_KINDS)}")
+    level = await conn.fetchval("SELECT level FROM units WHERE code = $1", grid_code)
+    if level is None:
+        raise NotFound(f"no unit with code {grid_code}")
+    if level != "grid":
+        raise InvalidDevice(f"unit {grid_code} is a {level}, devices belong to a grid cell")
+    password = password or new_password()
+    inserted = await conn.fetchval(
+        """INSERT INTO devices (device_id, grid_code, kind, address, resident_note, mqtt_password_hash)
+           VALUES ($1, $2, $3, $4, $5, $6)
+           ON CONFLICT (device_id) DO NOTHING
+           RETURNING device_id""",
+        device_id,
+        grid_code,
+        kind,
+        address,
+        resident_note,
+        hash_password(password),
+    )
+    if inserted is None:
+        raise InvalidDevice(f"device {device_id} exists already")
+    return Provisioned(device_id, grid_code, kind, device_id, password)
+
+
+async def sync_broker_credentials(conn: asyncpg.Connection[Any], settings: Settings) -> int:
+    """Rewrite the broker's password file from Postgres (platform account and active
+    devices) and ask the broker to reload it. Returns the number of accounts written."""
+    rows = await conn.fetch(
+        "SELECT device_id, mqtt_password_hash FROM devices "
+        "WHERE active AND mqtt_password_hash IS NOT NULL ORDER BY device_id"
+    )
+    entries = [(settings.mqtt_username, hash_password(settings.mqtt_password))]
+    entries += [(r["device_id"], r["mqtt_password_hash"]) for r in rows]
+    count = write_password_file(settings.mqtt_password_file, entries)
+    reloaded = reload_broker(settings.mqtt_pid_file)
+    log.info("broker credentials written", accounts=count, reloaded=reloaded)
+    return count

@@ -1,0 +1,22 @@
+"""Looks devices up in Postgres for the validator."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from gateways.validation import DeviceInfo
+
+
+class PostgresDeviceLookup:
+    def __init__(self, pool: asyncpg.Pool[Any]) -> None:
+        self._pool = pool
+
+    async def __call__(self, device_id: str) -> DeviceInfo | None:
+        row = await self._pool.fetchrow(
+            "SELECT device_id, grid_code, active FROM devices WHERE device_id = $1", device_id
+        )
+        if row is None:
+            return None
+        return DeviceInfo(row["device_id"], row["grid_code"], row["active"])

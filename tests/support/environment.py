@@ -1,0 +1,72 @@
+"""A throw-away environment on the test stack: database, Kafka prefix, groups."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from core import db
+from core.settings import Settings
+from dispatch.credentials import Provisioned, add_device, sync_broker_credentials
+from dispatch.demo_city import seed
+
+
+def _dsn_with_db(dsn: str, name: str) -> str:
+    base, _, _ = dsn.rpartition("/")
+    return f"{base}/{name}"
+
+
+@dataclass
+class TestEnvironment:
+    settings: Settings
+    pool: asyncpg.Pool[Any]
+    admin_dsn: str
+    db_name: str
+
+    @classmethod
+    async def create(cls, base: Settings) -> TestEnvironment:
+        tag = uuid.uuid4().hex[:10]
+        db_name = f"pingan_test_{tag}"
+        admin = await asyncpg.connect(base.database_url)
+        try:
+            await admin.execute(f'CREATE DATABASE "{db_name}"')
+        finally:
+            await admin.close()
+        settings = base.replace(
+            database_url=_dsn_with_db(base.database_url, db_name),
+            kafka_topic_prefix=f"pingan-test-{tag}",
+            kafka_consumer_group=f"pingan-test-workers-{tag}",
+            kafka_partitions=3,
+            mqtt_shared_group=f"pingan-test-gw-{tag}",
+            mqtt_session_expiry_s=60,
+            instance_id=f"test-{tag}",
+            poll_interval_s=0.5,
+        )
+        conn = await db.connect(settings.database_url)
+        try:
+            await db.migrate(conn)
+            await seed(conn, settings)
+            await sync_broker_credentials(conn, settings)
+        finally:
+            await conn.close()
+        pool = await db.create_pool(settings.database_url, min_size=1, max_size=10)
+        return cls(settings, pool, base.database_url, db_name)
+
+    async def add_device(self, grid_code: str = "990102001001001", kind: str = "panic_button") -> Provisioned:
+        device_id = f"t-{uuid.uuid4().hex[:12]}"
+        async with self.pool.acquire() as conn:
+            p = await add_device(conn, device_id=device_id, grid_code=grid_code, kind=kind,
+                                 address="测试楼 1-101")
+            await sync_broker_credentials(conn, self.settings)
+        return p
+
+    async def close(self) -> None:
+        await self.pool.close()
+        admin = await asyncpg.connect(self.admin_dsn)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+        finally:
+            await admin.close()

@@ -1,0 +1,217 @@
+"""The escalation worker: accepted events from Kafka into Postgres, exactly once in effect.
+
+Each batch fetched from `pingan.alarm-events` is recorded in one Postgres transaction (event
+rows, incidents opened or joined, notifications queued, outbox rows); only after the commit
+are the Kafka offsets committed. A crash in between means a redelivery, which the unique
+(device_id, event_id) key turns into a no-op. A record that cannot be recorded on its own is
+kept in `unprocessable_events` and sent to the dead-letter topic; the batch goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+import msgspec
+import structlog
+from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from core import kafka
+from core.lifecycle import Component
+from core.metrics import Counters
+from core.pg_errors import is_transient
+from core.settings import Settings
+from core.timeutil import utcnow
+from schemas.messages import AcceptedEvent, Ingress, RejectedInput, RejectReason
+from workers.incident_store import IncidentStore, Outcome
+
+log = structlog.get_logger(__name__)
+
+_decoder = msgspec.json.Decoder(AcceptedEvent)
+NOTIFY_CHANNELS = ("pingan_notifications", "pingan_outbox")
+
+
+class EscalationWorker(Component):
+    name = "worker"
+
+    def __init__(self, settings: Settings, pool: asyncpg.Pool[Any]) -> None:
+        super().__init__()
+        self.settings = settings
+        self.pool = pool
+        self.topics = kafka.topics(settings)
+        self.store = IncidentStore(self.topics)
+        self.counters = Counters("worker")
+        self.ready = asyncio.Event()
+
+    async def run(self) -> None:
+        consumer = kafka.consumer(
+            self.settings,
+            self.topics.alarm_events,
+            group_id=self.settings.kafka_consumer_group,
+            client_id=f"pingan-worker-{self.settings.instance_id}",
+        )
+        producer = kafka.producer(self.settings, client_id=f"pingan-worker-{self.settings.instance_id}")
+        await consumer.start()
+        try:
+            await producer.start()
+            try:
+                self.ready.set()
+                log.info("worker ready", group=self.settings.kafka_consumer_group)
+                while not self.stopping:
+                    batches = await consumer.getmany(
+                        timeout_ms=200, max_records=self.settings.worker_batch_max
+                    )
+                    if not batches:
+                        continue
+                    done = await self._process(batches, producer)
+                    if not done:
+                        break  # stop asked for while retrying: leave the offsets uncommitted
+                    await self._commit(consumer, batches)
+            finally:
+                await producer.stop()
+        finally:
+            await consumer.stop()
+            log.info("worker stopped", **self.counters.snapshot())
+
+    async def _commit(
+        self, consumer: Any, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+    ) -> None:
+        offsets = {tp: recs[-1].offset + 1 for tp, recs in batches.items() if recs}
+        try:
+            await consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            # Partitions moved to another worker: it will redeliver, and the unique keys
+            # make the repeat harmless.
+            log.warning("offset commit failed; records will be redelivered", error=repr(exc))
+
+    async def _process(
+        self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]], producer: Any
+    ) -> bool:
+        decoded: list[tuple[ConsumerRecord[bytes, bytes], AcceptedEvent]] = []
+        for recs in batches.values():
+            for rec in recs:
+                try:
+                    decoded.append((rec, _decoder.decode(rec.value or b"")))
+                except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                    await self._unprocessable(rec, f"undecodable record: {exc}", producer)
+        delay = 0.1
+        while True:
+            try:
+                outcome = await self._record_batch(decoded)
+                break
+            except Exception as exc:
+                if not is_transient(exc):
+                    log.warning("batch failed, recording one by one", error=repr(exc))
+                    outcome = await self._record_singly(decoded, producer)
+                    if outcome is None:
+                        return False
+                    break
+                log.warning("postgres unavailable, retrying batch", error=repr(exc), delay=delay)
+                if await self.wait_stop(delay):
+                    return False
+                delay = min(delay * 2, 5.0)
+        self._count(outcome)
+        return True
+
+    async def _record_batch(
+        self, decoded: list[tuple[ConsumerRecord[bytes, bytes], AcceptedEvent]]
+    ) -> Outcome:
+        total = Outcome()
+        async with self.pool.acquire() as conn, conn.transaction():
+            for rec, accepted in decoded:
+                total.add(
+                    await self.store.record(
+                        conn, accepted, partition=rec.partition, offset=rec.offset
+                    )
+                )
+            await self._notify(conn, total)
+        return total
+
+    async def _record_singly(
+        self, decoded: list[tuple[ConsumerRecord[bytes, bytes], AcceptedEvent]], producer: Any
+    ) -> Outcome | None:
+        total = Outcome()
+        for rec, accepted in decoded:
+            delay = 0.1
+            while True:
+                try:
+                    async with self.pool.acquire() as conn, conn.transaction():
+                        one = await self.store.record(
+                            conn, accepted, partition=rec.partition, offset=rec.offset
+                        )
+                        await self._notify(conn, one)
+                    total.add(one)
+                    break
+                except Exception as exc:
+                    if is_transient(exc):
+                        if await self.wait_stop(delay):
+                            return None
+                        delay = min(delay * 2, 5.0)
+                        continue
+                    log.error(
+                        "event could not be recorded",
+                        device_id=accepted.event.device_id,
+                        event_id=accepted.event.event_id,
+                        error=repr(exc),
+                    )
+                    await self._unprocessable(rec, repr(exc), producer)
+                    break
+        return total
+
+    async def _notify(self, conn: asyncpg.Connection[Any], outcome: Outcome) -> None:
+        if outcome.notifications:
+            await conn.execute("SELECT pg_notify('pingan_notifications', '')")
+        if outcome.outbox:
+            await conn.execute("SELECT pg_notify('pingan_outbox', '')")
+
+    async def _unprocessable(
+        self, rec: ConsumerRecord[bytes, bytes], reason: str, producer: Any
+    ) -> None:
+        """Keep a record we cannot process: in Postgres and on the dead-letter topic."""
+        device_id = rec.key.decode("utf-8", "replace") if rec.key else None
+        raw = rec.value or b""
+        self.counters.inc("unprocessable")
+        delay = 0.1
+        while True:
+            try:
+                await self.pool.execute(
+                    "INSERT INTO unprocessable_events (device_id, reason, record) VALUES ($1, $2, $3)",
+                    device_id,
+                    reason[:2000],
+                    raw,
+                )
+                break
+            except Exception as exc:
+                if not is_transient(exc) or await self.wait_stop(delay):
+                    raise
+                delay = min(delay * 2, 5.0)
+        record = RejectedInput(
+            reason=RejectReason.UNPROCESSABLE,
+            detail=reason[:2000],
+            received_at=utcnow(),
+            ingress=Ingress.MQTT,
+            gateway_id=f"worker-{self.settings.instance_id}",
+            device_id=device_id,
+            payload=raw[:8192].decode("utf-8", "replace"),
+            payload_bytes=len(raw),
+        )
+        await producer.send_and_wait(
+            self.topics.alarm_events_dlq, msgspec.json.encode(record), key=rec.key
+        )
+
+    def _count(self, o: Outcome) -> None:
+        self.counters.inc("recorded", o.recorded)
+        self.counters.inc("duplicates", o.duplicates)
+        self.counters.inc("incidents_opened", o.incidents_opened)
+        self.counters.inc("incidents_joined", o.incidents_joined)
+        self.counters.inc("notifications_queued", o.notifications)
+        if o.recorded or o.duplicates:
+            log.debug(
+                "batch recorded",
+                recorded=o.recorded,
+                duplicates=o.duplicates,
+                opened=o.incidents_opened,
+                joined=o.incidents_joined,
+            )

@@ -1,0 +1,200 @@
+"""The notifier: delivers queued notifications to officer apps over MQTT.
+
+Notifications are rows in Postgres, written by the worker in the transaction that opened the
+incident. The notifier claims due rows (`FOR UPDATE SKIP LOCKED`, so several notifiers share
+the work), publishes each with QoS 1 to `pingan/v1/officers/{officer_id}/notifications`, and
+records the outcome: sent with the time of the broker's PUBACK, or a retry later. A notifier
+that dies mid-way leaves its rows to the next claim (an officer app may then see a
+notification twice; `notification_id` lets it drop the repeat).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import msgspec
+import structlog
+
+from core.lifecycle import Component
+from core.metrics import Counters
+from core.mqtt import MqttClient
+from core.pg_errors import is_transient
+from core.pg_wakeup import Wakeup
+from core.settings import Settings
+from core.timeutil import utcnow
+from schemas import topics as mqtt_topics
+from schemas.messages import IncidentUpdate, OfficerNotification
+from schemas.topics import KafkaTopics
+
+log = structlog.get_logger(__name__)
+
+MAX_ATTEMPTS = 20
+
+_CLAIM = """
+SELECT n.id, n.officer_id, n.kind, n.level, n.reason, n.created_at, n.attempts,
+       i.incident_id, i.case_number, i.first_event_id, i.priority, i.event_type, i.device_id, i.grid_code,
+       i.pressed_at, d.kind AS device_kind, d.address
+  FROM notifications n
+  JOIN incidents i ON i.incident_id = n.incident_id
+  JOIN devices d ON d.device_id = i.device_id
+ WHERE n.status = 'pending' AND n.next_attempt_at <= clock_timestamp()
+ ORDER BY n.id
+ LIMIT $1
+ FOR UPDATE OF n SKIP LOCKED
+"""
+
+_SENT = """
+UPDATE notifications SET status = 'sent', sent_at = $2, attempts = attempts + 1, last_error = NULL
+ WHERE id = $1
+"""
+
+_RETRY = """
+UPDATE notifications
+   SET attempts = attempts + 1, last_error = $2,
+       status = CASE WHEN attempts + 1 >= $4 THEN 'failed' ELSE 'pending' END,
+       next_attempt_at = clock_timestamp() + $3::interval
+ WHERE id = $1
+"""
+
+_FIRST_NOTIFIED = """
+UPDATE incidents
+   SET first_notified_at = COALESCE(first_notified_at, $2),
+       status = CASE WHEN status = 'opened' THEN 'notified' ELSE status END,
+       version = version + 1,
+       updated_at = clock_timestamp()
+ WHERE incident_id = $1
+RETURNING case_number, status, priority, level, device_id, grid_code, version
+"""
+
+
+class Notifier(Component):
+    name = "notifier"
+
+    def __init__(self, settings: Settings, pool: asyncpg.Pool[Any]) -> None:
+        super().__init__()
+        self.settings = settings
+        self.pool = pool
+        self.kafka_topics = KafkaTopics(settings.kafka_topic_prefix)
+        self.counters = Counters("notifier")
+        self.ready = asyncio.Event()
+
+    async def run(self) -> None:
+        mqtt = MqttClient(
+            host=self.settings.mqtt_host,
+            port=self.settings.mqtt_port,
+            client_id=f"pingan-notifier-{self.settings.instance_id}",
+            username=self.settings.mqtt_username,
+            password=self.settings.mqtt_password,
+            name="notifier.mqtt",
+        )
+        wakeup = Wakeup(self.settings.database_url, "pingan_notifications")
+        await mqtt.start()
+        try:
+            await wakeup.start()
+            try:
+                self.ready.set()
+                log.info("notifier ready")
+                while not self.stopping:
+                    try:
+                        busy = await self._deliver_batch(mqtt)
+                    except Exception as exc:
+                        if not is_transient(exc):
+                            raise
+                        log.warning("postgres unavailable", error=repr(exc))
+                        busy = False
+                        await self.wait_stop(1.0)
+                    if not busy:
+                        await self.idle(wakeup.wait(self.settings.poll_interval_s))
+            finally:
+                await wakeup.stop()
+        finally:
+            await mqtt.stop()
+            log.info("notifier stopped", **self.counters.snapshot())
+
+    async def _deliver_batch(self, mqtt: MqttClient) -> bool:
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(_CLAIM, self.settings.notifier_batch_max)
+            if not rows:
+                return False
+            futures = []
+            for r in rows:
+                payload = OfficerNotification(
+                    notification_id=r["id"],
+                    officer_id=r["officer_id"],
+                    incident_id=str(r["incident_id"]),
+                    case_number=r["case_number"],
+                    event_id=r["first_event_id"],
+                    kind=r["kind"],
+                    reason=r["reason"],
+                    priority=r["priority"],
+                    event_type=r["event_type"],
+                    device_id=r["device_id"],
+                    device_kind=r["device_kind"],
+                    grid_code=r["grid_code"],
+                    address=r["address"],
+                    pressed_at=r["pressed_at"],
+                    created_at=r["created_at"],
+                    level=r["level"],
+                )
+                futures.append(
+                    mqtt.publish_nowait(
+                        mqtt_topics.officer_notifications(r["officer_id"]),
+                        msgspec.json.encode(payload),
+                        qos=1,
+                    )
+                )
+            results = await asyncio.gather(
+                *(asyncio.wait_for(f, 10.0) for f in futures), return_exceptions=True
+            )
+            first_sent: dict[Any, Any] = {}
+            for r, res in zip(rows, results, strict=True):
+                if isinstance(res, BaseException):
+                    backoff = timedelta(seconds=min(60, 2 ** min(r["attempts"], 6)))
+                    await conn.execute(_RETRY, r["id"], repr(res)[:500], backoff, MAX_ATTEMPTS)
+                    self.counters.inc("failed")
+                    log.warning(
+                        "notification not delivered",
+                        notification_id=r["id"],
+                        officer_id=r["officer_id"],
+                        incident_id=str(r["incident_id"]),
+                        error=repr(res),
+                    )
+                    continue
+                sent_at = utcnow()
+                await conn.execute(_SENT, r["id"], sent_at)
+                self.counters.inc("sent")
+                first_sent.setdefault(r["incident_id"], (sent_at, []))[1].append(r["officer_id"])
+            for incident_id, (sent_at, officers) in first_sent.items():
+                await conn.execute(
+                    "INSERT INTO incident_timeline (incident_id, kind, actor, detail) "
+                    "VALUES ($1, 'notifications_sent', 'system:notifier', $2)",
+                    incident_id,
+                    {"officers": officers, "channel": "mqtt"},
+                )
+                row = await conn.fetchrow(_FIRST_NOTIFIED, incident_id, sent_at)
+                if row is not None:
+                    update = IncidentUpdate(
+                        incident_id=str(incident_id),
+                        case_number=row["case_number"],
+                        change="notified",
+                        status=row["status"],
+                        priority=row["priority"],
+                        level=row["level"],
+                        device_id=row["device_id"],
+                        grid_code=row["grid_code"],
+                        at=sent_at,
+                        version=row["version"],
+                    )
+                    await conn.execute(
+                        "INSERT INTO outbox (destination, topic, key, payload) "
+                        "VALUES ('kafka', $1, $2, $3)",
+                        self.kafka_topics.incident_updates,
+                        str(incident_id),
+                        msgspec.json.encode(update),
+                    )
+            if first_sent:
+                await conn.execute("SELECT pg_notify('pingan_outbox', '')")
+            return True

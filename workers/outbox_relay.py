@@ -1,0 +1,125 @@
+"""The outbox relay: publishes rows of the transactional outbox to Kafka or MQTT, in id order.
+
+Rows are claimed with `FOR UPDATE SKIP LOCKED`, published, and marked published in the same
+transaction; a relay that dies mid-way leaves them to the next claim (at-least-once; records
+carry the incident's version so a consumer can drop a repeat).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import structlog
+
+from core import kafka
+from core.lifecycle import Component
+from core.metrics import Counters
+from core.mqtt import MqttClient
+from core.pg_errors import is_transient
+from core.pg_wakeup import Wakeup
+from core.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+_CLAIM = """
+SELECT id, destination, topic, key, payload, attempts
+  FROM outbox
+ WHERE published_at IS NULL AND next_attempt_at <= clock_timestamp()
+ ORDER BY id
+ LIMIT $1
+ FOR UPDATE SKIP LOCKED
+"""
+
+
+class OutboxRelay(Component):
+    name = "relay"
+
+    def __init__(self, settings: Settings, pool: asyncpg.Pool[Any]) -> None:
+        super().__init__()
+        self.settings = settings
+        self.pool = pool
+        self.counters = Counters("relay")
+        self.ready = asyncio.Event()
+
+    async def run(self) -> None:
+        producer = kafka.producer(
+            self.settings, client_id=f"pingan-relay-{self.settings.instance_id}"
+        )
+        mqtt = MqttClient(
+            host=self.settings.mqtt_host,
+            port=self.settings.mqtt_port,
+            client_id=f"pingan-relay-{self.settings.instance_id}",
+            username=self.settings.mqtt_username,
+            password=self.settings.mqtt_password,
+            name="relay.mqtt",
+        )
+        wakeup = Wakeup(self.settings.database_url, "pingan_outbox")
+        await producer.start()
+        try:
+            await mqtt.start()
+            try:
+                await wakeup.start()
+                self.ready.set()
+                log.info("relay ready")
+                while not self.stopping:
+                    try:
+                        busy = await self._relay_batch(producer, mqtt)
+                    except Exception as exc:
+                        if not is_transient(exc):
+                            raise
+                        log.warning("postgres unavailable", error=repr(exc))
+                        busy = False
+                        await self.wait_stop(1.0)
+                    if not busy:
+                        await self.idle(wakeup.wait(self.settings.poll_interval_s))
+            finally:
+                await wakeup.stop()
+                await mqtt.stop()
+        finally:
+            await producer.stop()
+            log.info("relay stopped", **self.counters.snapshot())
+
+    async def _relay_batch(self, producer: Any, mqtt: MqttClient) -> bool:
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(_CLAIM, 500)
+            if not rows:
+                return False
+            futures: list[asyncio.Future[Any]] = []
+            for r in rows:
+                if r["destination"] == "kafka":
+                    key = r["key"].encode() if r["key"] else None
+                    futures.append(await producer.send(r["topic"], bytes(r["payload"]), key=key))
+                else:
+                    futures.append(mqtt.publish_nowait(r["topic"], bytes(r["payload"]), qos=1))
+            results = await asyncio.gather(
+                *(asyncio.wait_for(f, 15.0) for f in futures), return_exceptions=True
+            )
+            done_ids = []
+            for r, res in zip(rows, results, strict=True):
+                if isinstance(res, BaseException):
+                    self.counters.inc("failed")
+                    log.warning(
+                        "outbox publish failed, will retry",
+                        outbox_id=r["id"],
+                        topic=r["topic"],
+                        error=repr(res),
+                    )
+                    await conn.execute(
+                        "UPDATE outbox SET attempts = attempts + 1, last_error = $2, "
+                        "next_attempt_at = clock_timestamp() + $3::interval WHERE id = $1",
+                        r["id"],
+                        repr(res)[:500],
+                        timedelta(seconds=min(30, 2 ** min(r["attempts"], 5))),
+                    )
+                else:
+                    done_ids.append(r["id"])
+            if done_ids:
+                await conn.execute(
+                    "UPDATE outbox SET published_at = clock_timestamp() WHERE id = ANY($1::bigint[])",
+                    done_ids,
+                )
+                self.counters.inc("published", len(done_ids))
+            return True

@@ -1,0 +1,91 @@
+"""Copies the dead-letter topic into Postgres, so every rejection is on the record."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+import msgspec
+import structlog
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from core import kafka
+from core.lifecycle import Component
+from core.metrics import Counters
+from core.pg_errors import is_transient
+from core.settings import Settings
+from schemas.messages import RejectedInput
+
+log = structlog.get_logger(__name__)
+
+_decoder = msgspec.json.Decoder(RejectedInput)
+
+_INSERT = """
+INSERT INTO rejected_inputs (kafka_topic, kafka_partition, kafka_offset, reason, detail, device_id,
+                             event_id, mqtt_topic, ingress, gateway_id, received_at, payload,
+                             payload_bytes)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+ON CONFLICT ON CONSTRAINT rejected_inputs_once DO NOTHING
+"""
+
+
+class RejectionRecorder(Component):
+    name = "dlq-recorder"
+
+    def __init__(self, settings: Settings, pool: asyncpg.Pool[Any]) -> None:
+        super().__init__()
+        self.settings = settings
+        self.pool = pool
+        self.topics = kafka.topics(settings)
+        self.counters = Counters("dlq-recorder")
+        self.ready = asyncio.Event()
+
+    async def run(self) -> None:
+        consumer = kafka.consumer(
+            self.settings,
+            self.topics.alarm_events_dlq,
+            group_id=self.settings.kafka_consumer_group + "-dlq",
+            client_id=f"pingan-dlq-{self.settings.instance_id}",
+        )
+        await consumer.start()
+        try:
+            self.ready.set()
+            while not self.stopping:
+                batches = await consumer.getmany(timeout_ms=200, max_records=500)
+                if not batches:
+                    continue
+                rows = []
+                for tp, recs in batches.items():
+                    for rec in recs:
+                        try:
+                            r = _decoder.decode(rec.value or b"")
+                        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                            log.error("undecodable dead-letter record", error=str(exc),
+                                      partition=tp.partition, offset=rec.offset)
+                            continue
+                        rows.append((
+                            tp.topic, tp.partition, rec.offset, r.reason.value, r.detail,
+                            r.device_id, r.event_id, r.topic, r.ingress.value, r.gateway_id,
+                            r.received_at, r.payload, r.payload_bytes,
+                        ))
+                delay = 0.1
+                while True:
+                    try:
+                        await self.pool.executemany(_INSERT, rows)
+                        break
+                    except Exception as exc:
+                        if not is_transient(exc):
+                            raise
+                        if await self.wait_stop(delay):
+                            return
+                        delay = min(delay * 2, 5.0)
+                self.counters.inc("recorded", len(rows))
+                try:
+                    await consumer.commit(
+                        {tp: recs[-1].offset + 1 for tp, recs in batches.items() if recs}
+                    )
+                except (CommitFailedError, KafkaError) as exc:
+                    log.warning("offset commit failed; records will be redelivered", error=repr(exc))
+        finally:
+            await consumer.stop()
