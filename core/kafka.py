@@ -58,9 +58,7 @@ async def ensure_topics(settings: Settings, *, timeout: float = 60.0) -> None:
     names = topics(settings).all()
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        admin = AIOKafkaAdminClient(
-            bootstrap_servers=settings.kafka_bootstrap, client_id="pingan-admin"
-        )
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="pingan-admin")
         try:
             await admin.start()
             existing = set(await admin.list_topics())

@@ -68,14 +68,14 @@ async def supervise(
 ) -> None:
     comps = list(components)
     stop = stop or asyncio.Event()
-    tasks = {asyncio.create_task(c.run(), name=f"component.{c.name}"): c for c in comps}
-    stop_waiter = asyncio.create_task(stop.wait(), name="supervisor.stop")
+    tasks: dict[asyncio.Task[Any], Component] = {
+        asyncio.create_task(c.run(), name=f"component.{c.name}"): c for c in comps
+    }
+    stop_waiter: asyncio.Task[Any] = asyncio.create_task(stop.wait(), name="supervisor.stop")
     first_error: BaseException | None = None
     try:
         pending = set(tasks)
-        done, _ = await asyncio.wait(
-            pending | {stop_waiter}, return_when=asyncio.FIRST_COMPLETED
-        )
+        done, _ = await asyncio.wait(pending | {stop_waiter}, return_when=asyncio.FIRST_COMPLETED)
         for t in done:
             if t is stop_waiter:
                 continue

@@ -348,7 +348,7 @@ class MqttClient:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
-    async def start(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+    async def start(self, timeout: float = 10.0) -> None:
         """Connect and wait for the CONNACK.
 
         Raises MqttConnectError when the connection fails or the broker refuses
@@ -437,7 +437,7 @@ class MqttClient:
         self._notify_state()
         self._logger.info("mqtt.stopped", clean=clean)
 
-    async def wait_connected(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+    async def wait_connected(self, timeout: float | None = None) -> None:
         """Wait until connected; MqttNotConnected if the client stops, TimeoutError on timeout."""
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(timeout):
@@ -454,7 +454,7 @@ class MqttClient:
                     self._state_waiters.discard(waiter)
 
     async def subscribe(
-        self, topic: str, qos: int = 1, *, timeout: float | None = 30.0  # noqa: ASYNC109
+        self, topic: str, qos: int = 1, *, timeout: float | None = 30.0
     ) -> int:
         """Subscribe and return the granted reason code (the granted QoS).
 
@@ -505,7 +505,7 @@ class MqttClient:
         qos: int = 1,
         retain: bool = False,
         properties: Properties | None = None,
-        timeout: float | None = 30.0,  # noqa: ASYNC109
+        timeout: float | None = 30.0,
     ) -> None:
         """Publish and wait: QoS 0 until written to the socket, QoS 1/2 until PUBACK/PUBCOMP.
 
@@ -683,7 +683,7 @@ class MqttClient:
             f"cannot connect to {self._host}:{self._port}: {last_exc}", retriable=True
         ) from last_exc
 
-    async def _connect_once(self, timeout: float) -> None:  # noqa: ASYNC109
+    async def _connect_once(self, timeout: float) -> None:
         """Open a connection, send CONNECT and wait for a successful CONNACK."""
         loop = asyncio.get_running_loop()
         connack: asyncio.Future[None] = loop.create_future()

@@ -51,11 +51,12 @@ class Wakeup:
     async def _keep_listening(self) -> None:
         while True:
             try:
+                lost = asyncio.Event()
                 self._conn = await db.connect(self._dsn)
+                self._conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
                 await self._conn.add_listener(self._channel, self._on_notify)
                 self._event.set()  # catch up on whatever happened while not listening
-                while not self._conn.is_closed():
-                    await asyncio.sleep(1.0)
+                await lost.wait()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("listen connection lost", channel=self._channel, error=repr(exc))
             await self._close()

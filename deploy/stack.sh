@@ -114,7 +114,7 @@ pid_running() {
 	[[ $pid =~ ^[0-9]+$ ]] || return 1
 	state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) || return 1
 	[[ -n $state && $state != Z && $state != X ]] || return 1
-	[[ $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) == *"$needle"* ]]
+	[[ " $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" == *" $needle "* ]]
 }
 # pidfile_pid FILE NEEDLE: print the live pid from FILE; remove FILE if stale.
 pidfile_pid() {
@@ -325,13 +325,14 @@ pg_down() {
 	bin=$(pg_bin) || die "postgres: no server binaries found"
 	printf 'postgres: stopping (pid %s) ...' "$pid"
 	# fast = roll back open transactions, then a clean shutdown checkpoint.
-	as_postgres "$bin/pg_ctl" -D "$PGDATA" -m fast -w -t "$STOP_TIMEOUT" -s stop >"$PG_DIR/pg_ctl.out" 2>&1 || {
-		say " still running, sending SIGQUIT"
-		kill -QUIT "$pid" 2>/dev/null || true
-		sleep 2
+	if as_postgres "$bin/pg_ctl" -D "$PGDATA" -m fast -w -t "$STOP_TIMEOUT" -s stop >"$PG_DIR/pg_ctl.out" 2>&1; then
+		say " stopped"
 		return 0
-	}
-	say " stopped"
+	fi
+	# Immediate shutdown: no checkpoint, WAL replay on next start (no data loss).
+	say " not stopped after ${STOP_TIMEOUT}s, forcing immediate shutdown"
+	as_postgres "$bin/pg_ctl" -D "$PGDATA" -m immediate -w -t "$STOP_TIMEOUT" -s stop >>"$PG_DIR/pg_ctl.out" 2>&1 ||
+		die_log "postgres: could not stop pid $pid" "$PG_DIR/pg_ctl.out" "$PG_LOG"
 }
 
 # ---------------------------------------------------------------- mosquitto

@@ -176,12 +176,10 @@ def parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("run", help="run every component in one process")
     sp.set_defaults(fn=cmd_component(("gateway", "worker", "notifier", "relay")))
 
-    sub.add_parser("migrate", help="apply database migrations (safe to re-run)").set_defaults(
-        fn=cmd_migrate
+    sub.add_parser("migrate", help="apply database migrations (safe to re-run)").set_defaults(fn=cmd_migrate)
+    sub.add_parser("seed-demo", help="load the demo city (units, officers, ~1000 devices)").set_defaults(
+        fn=cmd_seed_demo
     )
-    sub.add_parser(
-        "seed-demo", help="load the demo city (units, officers, ~1000 devices)"
-    ).set_defaults(fn=cmd_seed_demo)
 
     sp = sub.add_parser("simulate", help="connect demo devices and press buttons")
     sp.add_argument("--devices", type=int, default=200, help="devices to connect (default 200)")
@@ -223,9 +221,14 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import os
+
     args = parser().parse_args(argv)
     settings = Settings.from_env()
-    configure(settings.log_level, settings.log_format)
+    level = settings.log_level
+    if args.command in ("demo", "simulate") and "PINGAN_LOG_LEVEL" not in os.environ:
+        level = "warning"  # the terminal belongs to the live summary
+    configure(level, settings.log_format)
     try:
         rc: int = args.fn(args, settings)
     except PinganError as exc:

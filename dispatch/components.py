@@ -37,19 +37,21 @@ def build(names: tuple[str, ...], settings: Settings, pool: asyncpg.Pool[Any]) -
 
 
 async def check_schema(pool: asyncpg.Pool[Any]) -> None:
-    applied = {
-        r["version"]
-        for r in await pool.fetch(
-            "SELECT version FROM schema_migrations"
-        )
-    } if await pool.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL") else set()
+    applied = (
+        {r["version"] for r in await pool.fetch("SELECT version FROM schema_migrations")}
+        if await pool.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+        else set()
+    )
     missing = [name for v, name, _ in db.migrations() if v not in applied]
     if missing:
         raise SystemExit(f"database is not migrated (missing {', '.join(missing)}): run `dispatch migrate`")
 
 
 async def run_components(
-    names: tuple[str, ...], settings: Settings, *, stop: asyncio.Event | None = None,
+    names: tuple[str, ...],
+    settings: Settings,
+    *,
+    stop: asyncio.Event | None = None,
     extra: list[Component] | None = None,
 ) -> None:
     stop = stop or asyncio.Event()

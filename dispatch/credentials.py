@@ -67,8 +67,7 @@ async def add_device(
 
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}", device_id):
         raise InvalidDevice(
-            f"device id {device_id!r}: 1-64 letters, digits and . _ : -, starting with a "
-            "letter or digit"
+            f"device id {device_id!r}: 1-64 letters, digits and . _ : -, starting with a letter or digit"
         )
     if kind not in DEVICE_KINDS:
         raise InvalidDevice(f"unknown device kind {kind!r}; known: {', '.join(DEVICE_KINDS)}")

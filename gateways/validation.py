@@ -54,6 +54,8 @@ def parse_event(
         return _invalid(payload, str(exc), topic_device_id)
     except msgspec.DecodeError as exc:
         return Rejection(RejectReason.MALFORMED, f"not valid JSON: {exc}", topic_device_id)
+    except RecursionError:
+        return Rejection(RejectReason.MALFORMED, "JSON nested too deeply", topic_device_id)
     if topic_device_id is None:
         return Rejection(RejectReason.BAD_TOPIC, "not a device events topic", None, event.event_id)
     if event.device_id != topic_device_id:

@@ -25,9 +25,7 @@ Identifier = Annotated[
         description="1-64 characters: letters, digits and . _ : - (starting with a letter or digit)",
     ),
 ]
-Timestamp = Annotated[
-    datetime, msgspec.Meta(tz=True, description="RFC 3339 date-time with a UTC offset")
-]
+Timestamp = Annotated[datetime, msgspec.Meta(tz=True, description="RFC 3339 date-time with a UTC offset")]
 Sequence = Annotated[
     int,
     msgspec.Meta(ge=0, le=2**63 - 1, description="the device's own counter, rising by one per event"),
@@ -63,49 +61,49 @@ class _Event(msgspec.Struct, tag_field="type", kw_only=True, frozen=True):
         return tag
 
 
-class PanicAlarm(_Event, tag="alarm.panic"):
+class PanicAlarm(_Event, tag="alarm.panic", frozen=True):
     """A person pressed a one-tap panic button, pendant or alarm column."""
 
     category = Category.ALARM
     priority = 1
 
 
-class FireAlarm(_Event, tag="alarm.fire"):
+class FireAlarm(_Event, tag="alarm.fire", frozen=True):
     """A smoke or heat detector went off."""
 
     category = Category.ALARM
     priority = 1
 
 
-class GasAlarm(_Event, tag="alarm.gas"):
+class GasAlarm(_Event, tag="alarm.gas", frozen=True):
     """A gas detector went off."""
 
     category = Category.ALARM
     priority = 1
 
 
-class FallAlarm(_Event, tag="alarm.fall"):
+class FallAlarm(_Event, tag="alarm.fall", frozen=True):
     """A fall detector or radar reported a fall."""
 
     category = Category.ALARM
     priority = 1
 
 
-class MedicalAlarm(_Event, tag="alarm.medical"):
+class MedicalAlarm(_Event, tag="alarm.medical", frozen=True):
     """A medical emergency reported by a device (for example a health pendant)."""
 
     category = Category.ALARM
     priority = 1
 
 
-class IntrusionAlarm(_Event, tag="alarm.intrusion"):
+class IntrusionAlarm(_Event, tag="alarm.intrusion", frozen=True):
     """A door, window or motion sensor of an armed home."""
 
     category = Category.ALARM
     priority = 2
 
 
-class CancelAlarm(_Event, tag="alarm.cancel"):
+class CancelAlarm(_Event, tag="alarm.cancel", frozen=True):
     """The resident cancels a false press within the grace period.
 
     `data.cancels` may name the event id of the press being cancelled; without it the
@@ -115,28 +113,28 @@ class CancelAlarm(_Event, tag="alarm.cancel"):
     priority = 1
 
 
-class TamperEvent(_Event, tag="device.tamper"):
+class TamperEvent(_Event, tag="device.tamper", frozen=True):
     """The device was opened or removed from its mount."""
 
     category = Category.MAINTENANCE
     priority = 3
 
 
-class FaultEvent(_Event, tag="device.fault"):
+class FaultEvent(_Event, tag="device.fault", frozen=True):
     """The device reports a fault of its own."""
 
     category = Category.MAINTENANCE
     priority = 4
 
 
-class LowBatteryEvent(_Event, tag="device.low_battery"):
+class LowBatteryEvent(_Event, tag="device.low_battery", frozen=True):
     """The battery is low; `battery` carries the charge."""
 
     category = Category.MAINTENANCE
     priority = 4
 
 
-class HeartbeatEvent(_Event, tag="device.heartbeat"):
+class HeartbeatEvent(_Event, tag="device.heartbeat", frozen=True):
     """The device is alive."""
 
     category = Category.HEALTH

@@ -101,7 +101,7 @@ class EscalationWorker(Component):
             try:
                 outcome = await self._record_batch(decoded)
                 break
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - classified just below
                 if not is_transient(exc):
                     log.warning("batch failed, recording one by one", error=repr(exc))
                     outcome = await self._record_singly(decoded, producer)
@@ -121,11 +121,7 @@ class EscalationWorker(Component):
         total = Outcome()
         async with self.pool.acquire() as conn, conn.transaction():
             for rec, accepted in decoded:
-                total.add(
-                    await self.store.record(
-                        conn, accepted, partition=rec.partition, offset=rec.offset
-                    )
-                )
+                total.add(await self.store.record(conn, accepted, partition=rec.partition, offset=rec.offset))
             await self._notify(conn, total)
         return total
 
@@ -144,7 +140,7 @@ class EscalationWorker(Component):
                         await self._notify(conn, one)
                     total.add(one)
                     break
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - classified just below
                     if is_transient(exc):
                         if await self.wait_stop(delay):
                             return None
@@ -166,9 +162,7 @@ class EscalationWorker(Component):
         if outcome.outbox:
             await conn.execute("SELECT pg_notify('pingan_outbox', '')")
 
-    async def _unprocessable(
-        self, rec: ConsumerRecord[bytes, bytes], reason: str, producer: Any
-    ) -> None:
+    async def _unprocessable(self, rec: ConsumerRecord[bytes, bytes], reason: str, producer: Any) -> None:
         """Keep a record we cannot process: in Postgres and on the dead-letter topic."""
         device_id = rec.key.decode("utf-8", "replace") if rec.key else None
         raw = rec.value or b""
@@ -197,9 +191,7 @@ class EscalationWorker(Component):
             payload=raw[:8192].decode("utf-8", "replace"),
             payload_bytes=len(raw),
         )
-        await producer.send_and_wait(
-            self.topics.alarm_events_dlq, msgspec.json.encode(record), key=rec.key
-        )
+        await producer.send_and_wait(self.topics.alarm_events_dlq, msgspec.json.encode(record), key=rec.key)
 
     def _count(self, o: Outcome) -> None:
         self.counters.inc("recorded", o.recorded)

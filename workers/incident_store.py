@@ -144,9 +144,7 @@ class IncidentStore:
             out.duplicates = 1
             return out
         out.recorded = 1
-        device = await conn.fetchrow(
-            _TOUCH_DEVICE, ev.device_id, accepted.received_at, ev.battery, ev.seq
-        )
+        device = await conn.fetchrow(_TOUCH_DEVICE, ev.device_id, accepted.received_at, ev.battery, ev.seq)
         if device is None:  # provisioned when the gateway checked, gone now: keep the event
             return out
         category = type(ev).category
@@ -173,14 +171,24 @@ class IncidentStore:
                 joined = await conn.fetchrow(_JOIN_INCIDENT, current["incident_id"], type(ev).priority)
                 incident_id = current["incident_id"]
                 await conn.execute(
-                    _TIMELINE, incident_id, "event_joined", actor, row_id,
+                    _TIMELINE,
+                    incident_id,
+                    "event_joined",
+                    actor,
+                    row_id,
                     {"event_id": ev.event_id, "type": ev.type},
                 )
                 out.incidents_joined += 1
                 out.incident_ids.append(str(incident_id))
                 await self._announce(
-                    conn, "joined", incident_id, joined, ev, device["grid_code"],
-                    ReceiptStatus.INCIDENT_JOINED, out,
+                    conn,
+                    "joined",
+                    incident_id,
+                    joined,
+                    ev,
+                    device["grid_code"],
+                    ReceiptStatus.INCIDENT_JOINED,
+                    out,
                 )
                 return
             opened = await conn.fetchrow(
@@ -203,13 +211,23 @@ class IncidentStore:
         out.incidents_opened += 1
         out.incident_ids.append(str(incident_id))
         await conn.execute(
-            _TIMELINE, incident_id, "opened", actor, row_id,
+            _TIMELINE,
+            incident_id,
+            "opened",
+            actor,
+            row_id,
             {"event_id": ev.event_id, "type": ev.type, "priority": type(ev).priority},
         )
         await self._queue_notifications(conn, incident_id, device, ev, out)
         await self._announce(
-            conn, "opened", incident_id, opened, ev, device["grid_code"],
-            ReceiptStatus.INCIDENT_OPENED, out,
+            conn,
+            "opened",
+            incident_id,
+            opened,
+            ev,
+            device["grid_code"],
+            ReceiptStatus.INCIDENT_OPENED,
+            out,
         )
 
     async def _queue_notifications(
@@ -223,7 +241,11 @@ class IncidentStore:
         rows = await conn.fetch(_RESPONDERS, device["grid_code"])
         if not rows:
             await conn.execute(
-                _TIMELINE, incident_id, "nobody_on_duty", "system:worker", None,
+                _TIMELINE,
+                incident_id,
+                "nobody_on_duty",
+                "system:worker",
+                None,
                 {"grid_code": device["grid_code"]},
             )
             return
@@ -247,7 +269,11 @@ class IncidentStore:
             if nid is not None:
                 out.notifications += 1
         await conn.execute(
-            _TIMELINE, incident_id, "notifications_queued", "system:worker", None,
+            _TIMELINE,
+            incident_id,
+            "notifications_queued",
+            "system:worker",
+            None,
             {"officers": [t["officer_id"] for t in targets], "level": level, "reason": reason},
         )
 
@@ -258,8 +284,12 @@ class IncidentStore:
         if current is None:
             return
         await conn.execute(
-            _TIMELINE, current["incident_id"], "cancel_requested", f"device:{ev.device_id}",
-            row_id, {"event_id": ev.event_id, "cancels": ev.data.get("cancels")},
+            _TIMELINE,
+            current["incident_id"],
+            "cancel_requested",
+            f"device:{ev.device_id}",
+            row_id,
+            {"event_id": ev.event_id, "cancels": ev.data.get("cancels")},
         )
 
     async def _announce(

@@ -189,8 +189,7 @@ class Notifier(Component):
                         version=row["version"],
                     )
                     await conn.execute(
-                        "INSERT INTO outbox (destination, topic, key, payload) "
-                        "VALUES ('kafka', $1, $2, $3)",
+                        "INSERT INTO outbox (destination, topic, key, payload) VALUES ('kafka', $1, $2, $3)",
                         self.kafka_topics.incident_updates,
                         str(incident_id),
                         msgspec.json.encode(update),

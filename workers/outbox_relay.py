@@ -45,9 +45,7 @@ class OutboxRelay(Component):
         self.ready = asyncio.Event()
 
     async def run(self) -> None:
-        producer = kafka.producer(
-            self.settings, client_id=f"pingan-relay-{self.settings.instance_id}"
-        )
+        producer = kafka.producer(self.settings, client_id=f"pingan-relay-{self.settings.instance_id}")
         mqtt = MqttClient(
             host=self.settings.mqtt_host,
             port=self.settings.mqtt_port,

@@ -61,14 +61,30 @@ class RejectionRecorder(Component):
                         try:
                             r = _decoder.decode(rec.value or b"")
                         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-                            log.error("undecodable dead-letter record", error=str(exc),
-                                      partition=tp.partition, offset=rec.offset)
+                            log.error(
+                                "undecodable dead-letter record",
+                                error=str(exc),
+                                partition=tp.partition,
+                                offset=rec.offset,
+                            )
                             continue
-                        rows.append((
-                            tp.topic, tp.partition, rec.offset, r.reason.value, r.detail,
-                            r.device_id, r.event_id, r.topic, r.ingress.value, r.gateway_id,
-                            r.received_at, r.payload, r.payload_bytes,
-                        ))
+                        rows.append(
+                            (
+                                tp.topic,
+                                tp.partition,
+                                rec.offset,
+                                r.reason.value,
+                                r.detail,
+                                r.device_id,
+                                r.event_id,
+                                r.topic,
+                                r.ingress.value,
+                                r.gateway_id,
+                                r.received_at,
+                                r.payload,
+                                r.payload_bytes,
+                            )
+                        )
                 delay = 0.1
                 while True:
                     try:
@@ -82,9 +98,7 @@ class RejectionRecorder(Component):
                         delay = min(delay * 2, 5.0)
                 self.counters.inc("recorded", len(rows))
                 try:
-                    await consumer.commit(
-                        {tp: recs[-1].offset + 1 for tp, recs in batches.items() if recs}
-                    )
+                    await consumer.commit({tp: recs[-1].offset + 1 for tp, recs in batches.items() if recs})
                 except (CommitFailedError, KafkaError) as exc:
                     log.warning("offset commit failed; records will be redelivered", error=repr(exc))
         finally:

@@ -43,12 +43,10 @@ async def test_press_reaches_receipt_incident_and_officer_within_two_seconds(env
         t0 = time.monotonic()
         await device.client.publish(topics.device_events(dev.device_id), orjson.dumps(body), qos=1)
 
-        _, accepted = await device.wait_for(
+        await device.wait_for(
             lambda r: r["status"] == "accepted" and r["event_id"] == body["event_id"], timeout=2
         )
-        note_msg, note = await officer.wait_for(
-            lambda n: n["device_id"] == dev.device_id, timeout=2
-        )
+        note_msg, note = await officer.wait_for(lambda n: n["device_id"] == dev.device_id, timeout=2)
         opened_msg, opened = await device.wait_for(
             lambda r: r["status"] == "incident_opened" and r["event_id"] == body["event_id"], timeout=2
         )
@@ -61,9 +59,7 @@ async def test_press_reaches_receipt_incident_and_officer_within_two_seconds(env
         assert note["level"] == "grid"
         assert "panic" in note["reason"]
 
-        row = await env.pool.fetchrow(
-            "SELECT * FROM incidents WHERE device_id = $1", dev.device_id
-        )
+        row = await env.pool.fetchrow("SELECT * FROM incidents WHERE device_id = $1", dev.device_id)
         assert row is not None
         assert str(row["incident_id"]) == opened["incident_id"] == note["incident_id"]
         assert row["priority"] == 1 and row["category"] == "alarm"
@@ -79,7 +75,8 @@ async def test_press_reaches_receipt_incident_and_officer_within_two_seconds(env
         assert r["status"] == "notified"
         sent = await env.pool.fetchrow(
             "SELECT status, sent_at FROM notifications WHERE incident_id = $1 AND officer_id = $2",
-            row["incident_id"], GRID_OFFICER,
+            row["incident_id"],
+            GRID_OFFICER,
         )
         assert sent["status"] == "sent" and sent["sent_at"] is not None
         kinds = [
@@ -115,25 +112,35 @@ async def test_same_event_twice_is_recorded_once(env, pipeline) -> None:
         producer = kafka.producer(env.settings, client_id="test-redeliver")
         await producer.start()
         try:
-            record = {"event": event, "received_at": utcnow().isoformat(), "ingress": Ingress.MQTT.value,
-                      "gateway_id": "test"}
+            record = {
+                "event": event,
+                "received_at": utcnow().isoformat(),
+                "ingress": Ingress.MQTT.value,
+                "gateway_id": "test",
+            }
             await producer.send_and_wait(
-                env.settings.kafka_topic_prefix + ".alarm-events", orjson.dumps(record),
+                env.settings.kafka_topic_prefix + ".alarm-events",
+                orjson.dumps(record),
                 key=dev.device_id.encode(),
             )
         finally:
             await producer.stop()
 
         await device.wait_for(lambda r: r["status"] == "incident_opened")
+
         async def accepted_twice() -> bool:
             return sum(1 for r in device.json() if r["status"] == "accepted") == 2
 
         await wait_until(accepted_twice)
         await asyncio.sleep(1.0)  # give a wrongly duplicated record time to show up
         assert await env.pool.fetchval("SELECT count(*) FROM events WHERE device_id = $1", dev.device_id) == 1
-        assert await env.pool.fetchval("SELECT count(*) FROM incidents WHERE device_id = $1", dev.device_id) == 1
-        assert await env.pool.fetchval(
-            "SELECT event_count FROM incidents WHERE device_id = $1", dev.device_id) == 1
+        assert (
+            await env.pool.fetchval("SELECT count(*) FROM incidents WHERE device_id = $1", dev.device_id) == 1
+        )
+        assert (
+            await env.pool.fetchval("SELECT event_count FROM incidents WHERE device_id = $1", dev.device_id)
+            == 1
+        )
     finally:
         await device.close()
 
@@ -241,14 +248,14 @@ async def test_bad_input_goes_to_dead_letter_and_good_input_keeps_flowing(env, p
         if topic_device == dev.device_id:
             _, rej = await device.wait_for(lambda r: r["status"] == "rejected")
             assert rej["reason"] == reason and rej["detail"]
-        assert await env.pool.fetchval(
-            "SELECT count(*) FROM events WHERE device_id = $1", dev.device_id) == 1
+        assert await env.pool.fetchval("SELECT count(*) FROM events WHERE device_id = $1", dev.device_id) == 1
 
         # And the rejection is on the record in Postgres.
         async def recorded() -> Any:
             return await env.pool.fetchval(
                 "SELECT count(*) FROM rejected_inputs WHERE mqtt_topic = $1 AND reason = $2",
-                topics.device_events(topic_device), reason,
+                topics.device_events(topic_device),
+                reason,
             )
 
         await wait_until(recorded)

@@ -58,8 +58,9 @@ class TestEnvironment:
     async def add_device(self, grid_code: str = "990102001001001", kind: str = "panic_button") -> Provisioned:
         device_id = f"t-{uuid.uuid4().hex[:12]}"
         async with self.pool.acquire() as conn:
-            p = await add_device(conn, device_id=device_id, grid_code=grid_code, kind=kind,
-                                 address="测试楼 1-101")
+            p = await add_device(
+                conn, device_id=device_id, grid_code=grid_code, kind=kind, address="测试楼 1-101"
+            )
             await sync_broker_credentials(conn, self.settings)
         return p
 

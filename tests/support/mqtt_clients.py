@@ -14,8 +14,9 @@ from core.settings import Settings
 from schemas import topics
 
 
-def event_payload(device_id: str, type_: str = "alarm.panic", *, event_id: str | None = None,
-                  seq: int = 1, **extra: Any) -> dict[str, Any]:
+def event_payload(
+    device_id: str, type_: str = "alarm.panic", *, event_id: str | None = None, seq: int = 1, **extra: Any
+) -> dict[str, Any]:
     body = {
         "event_id": event_id or f"e-{uuid.uuid4().hex}",
         "device_id": device_id,
@@ -69,9 +70,17 @@ class Collector:
         await self.client.stop()
 
 
-async def device_client(settings: Settings, device_id: str, password: str, *, receipts: bool = True) -> Collector:
-    c = MqttClient(host=settings.mqtt_host, port=settings.mqtt_port, client_id=f"dev-{device_id}",
-                   username=device_id, password=password, name=f"test.{device_id}")
+async def device_client(
+    settings: Settings, device_id: str, password: str, *, receipts: bool = True
+) -> Collector:
+    c = MqttClient(
+        host=settings.mqtt_host,
+        port=settings.mqtt_port,
+        client_id=f"dev-{device_id}",
+        username=device_id,
+        password=password,
+        name=f"test.{device_id}",
+    )
     await c.start()
     if receipts:
         await c.subscribe(topics.device_receipts(device_id), qos=1)
@@ -79,9 +88,14 @@ async def device_client(settings: Settings, device_id: str, password: str, *, re
 
 
 async def platform_client(settings: Settings, *subscriptions: str) -> Collector:
-    c = MqttClient(host=settings.mqtt_host, port=settings.mqtt_port,
-                   client_id=f"test-observer-{uuid.uuid4().hex[:8]}", username=settings.mqtt_username,
-                   password=settings.mqtt_password, name="test.observer")
+    c = MqttClient(
+        host=settings.mqtt_host,
+        port=settings.mqtt_port,
+        client_id=f"test-observer-{uuid.uuid4().hex[:8]}",
+        username=settings.mqtt_username,
+        password=settings.mqtt_password,
+        name="test.observer",
+    )
     await c.start()
     for s in subscriptions:
         await c.subscribe(s, qos=1)

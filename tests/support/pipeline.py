@@ -19,7 +19,13 @@ from workers.rejection_recorder import RejectionRecorder
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, pool: asyncpg.Pool[Any], *, names: tuple[str, ...] = ("gateway", "worker", "notifier", "relay")) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool[Any],
+        *,
+        names: tuple[str, ...] = ("gateway", "worker", "notifier", "relay"),
+    ) -> None:
         self.settings = settings
         self.components: list[Component] = []
         if "gateway" in names:

@@ -1,0 +1,201 @@
+"""Validation of device input: every input gets an event or a rejection with a reason."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateways.validation import (
+    ClockLimits,
+    DeviceCache,
+    DeviceInfo,
+    Rejection,
+    Validator,
+    parse_event,
+)
+from schemas.events import EVENT_TYPES, MAX_PAYLOAD_BYTES
+from schemas.messages import RejectReason
+from schemas.topics import device_id_from_events_topic
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+ident = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,40}", fullmatch=True)
+
+
+def good(device_id: str = "dev-1", **over: object) -> dict[str, object]:
+    body: dict[str, object] = {
+        "event_id": "e-1",
+        "device_id": device_id,
+        "type": "alarm.panic",
+        "occurred_at": NOW.isoformat(),
+        "seq": 1,
+    }
+    body.update(over)
+    return body
+
+
+def parse(body: object, topic_device: str | None = "dev-1") -> object:
+    return parse_event(orjson.dumps(body), topic_device_id=topic_device, now=NOW)
+
+
+@given(
+    device_id=ident,
+    event_id=ident,
+    type_=st.sampled_from(EVENT_TYPES),
+    seq=st.integers(0, 2**63 - 1),
+    battery=st.none() | st.integers(0, 100),
+    skew=st.integers(-3600, 299),
+)
+def test_every_well_formed_event_is_accepted(device_id, event_id, type_, seq, battery, skew) -> None:
+    body = good(
+        device_id,
+        event_id=event_id,
+        type=type_,
+        seq=seq,
+        battery=battery,
+        occurred_at=(NOW + timedelta(seconds=skew)).isoformat(),
+    )
+    ev = parse(body, device_id)
+    assert not isinstance(ev, Rejection), ev
+    assert ev.type == type_ and ev.device_id == device_id and ev.seq == seq
+
+
+@settings(max_examples=500)
+@given(st.binary(max_size=MAX_PAYLOAD_BYTES + 200))
+def test_any_bytes_give_an_event_or_a_reasoned_rejection(payload: bytes) -> None:
+    result = parse_event(payload, topic_device_id="dev-1", now=NOW)
+    if isinstance(result, Rejection):
+        assert isinstance(result.reason, RejectReason) and result.detail
+    else:
+        assert result.device_id == "dev-1"
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=500)
+@given(
+    st.dictionaries(
+        st.sampled_from(["event_id", "device_id", "type", "occurred_at", "seq", "battery", "data", "x"]),
+        json_values,
+    )
+)
+def test_any_json_object_gives_an_event_or_a_reasoned_rejection(obj) -> None:
+    result = parse(obj)
+    if isinstance(result, Rejection):
+        assert result.reason in (
+            RejectReason.INVALID,
+            RejectReason.UNKNOWN_TYPE,
+            RejectReason.DEVICE_MISMATCH,
+            RejectReason.CLOCK_SKEW,
+            RejectReason.TOO_LARGE,
+        )
+        assert result.detail
+
+
+@pytest.mark.parametrize(
+    ("payload", "topic_device", "reason"),
+    [
+        (b"{", "dev-1", RejectReason.MALFORMED),
+        (b"\xff\xfe\x00", "dev-1", RejectReason.MALFORMED),
+        (b"[]", "dev-1", RejectReason.INVALID),
+        (orjson.dumps(good(type="alarm.meteor")), "dev-1", RejectReason.UNKNOWN_TYPE),
+        (orjson.dumps(good(seq=-1)), "dev-1", RejectReason.INVALID),
+        (orjson.dumps(good(battery=101)), "dev-1", RejectReason.INVALID),
+        (orjson.dumps(good(event_id="")), "dev-1", RejectReason.INVALID),
+        (orjson.dumps(good(event_id="a/b")), "dev-1", RejectReason.INVALID),
+        (orjson.dumps(good(occurred_at="2026-11-26T12:00:00")), "dev-1", RejectReason.INVALID),
+        (orjson.dumps(good(occurred_at="yesterday")), "dev-1", RejectReason.INVALID),
+        (orjson.dumps(good()), "dev-2", RejectReason.DEVICE_MISMATCH),
+        (orjson.dumps(good()), None, RejectReason.BAD_TOPIC),
+        (
+            orjson.dumps(good(occurred_at=(NOW + timedelta(minutes=6)).isoformat())),
+            "dev-1",
+            RejectReason.CLOCK_SKEW,
+        ),
+        (
+            orjson.dumps(good(occurred_at=(NOW - timedelta(days=2)).isoformat())),
+            "dev-1",
+            RejectReason.CLOCK_SKEW,
+        ),
+        (orjson.dumps(good(data={"pad": "x" * MAX_PAYLOAD_BYTES})), "dev-1", RejectReason.TOO_LARGE),
+    ],
+)
+def test_rejections_carry_their_reason(payload: bytes, topic_device: str | None, reason) -> None:
+    result = parse_event(payload, topic_device_id=topic_device, now=NOW)
+    assert isinstance(result, Rejection)
+    assert result.reason is reason
+    assert result.detail
+
+
+def test_deeply_nested_json_is_rejected_not_crashed() -> None:
+    payload = b'{"data":' + b"[" * 2000 + b"]" * 2000 + b"}"
+    result = parse_event(payload[:MAX_PAYLOAD_BYTES], topic_device_id="dev-1", now=NOW)
+    assert isinstance(result, Rejection)
+
+
+def test_unknown_type_keeps_the_event_id_for_the_receipt() -> None:
+    result = parse(good(type="alarm.meteor", event_id="e-77"))
+    assert isinstance(result, Rejection) and result.event_id == "e-77"
+
+
+def test_exactly_the_limit_is_allowed() -> None:
+    body = good()
+    base = len(orjson.dumps({**body, "data": {"p": ""}}))
+    body["data"] = {"p": "x" * (MAX_PAYLOAD_BYTES - base)}
+    raw = orjson.dumps(body)
+    assert len(raw) == MAX_PAYLOAD_BYTES
+    assert not isinstance(parse_event(raw, topic_device_id="dev-1", now=NOW), Rejection)
+
+
+@pytest.mark.parametrize(
+    ("topic", "expected"),
+    [
+        ("pingan/v1/devices/dev-1/events", "dev-1"),
+        ("pingan/v1/devices//events", None),
+        ("pingan/v1/devices/a/b/events", None),
+        ("pingan/v1/devices/dev-1/status", None),
+        ("pingan/v2/devices/dev-1/events", None),
+        ("pingan/v1/devices/+/events", None),
+    ],
+)
+def test_device_id_from_topic(topic: str, expected: str | None) -> None:
+    assert device_id_from_events_topic(topic) == expected
+
+
+async def test_registry_checks_known_and_active_and_caches() -> None:
+    calls: list[str] = []
+    registry = {
+        "dev-1": DeviceInfo("dev-1", "990102001001001", True),
+        "dev-off": DeviceInfo("dev-off", "990102001001001", False),
+    }
+
+    async def lookup(device_id: str) -> DeviceInfo | None:
+        calls.append(device_id)
+        return registry.get(device_id)
+
+    v = Validator(DeviceCache(lookup, ttl_s=30), ClockLimits())
+    ok = await v.validate(orjson.dumps(good()), topic_device_id="dev-1", now=NOW, now_monotonic=0)
+    assert not isinstance(ok, Rejection)
+    off = await v.validate(orjson.dumps(good("dev-off")), topic_device_id="dev-off", now=NOW, now_monotonic=0)
+    assert isinstance(off, Rejection) and off.reason is RejectReason.INACTIVE_DEVICE
+    ghost = await v.validate(orjson.dumps(good("ghost")), topic_device_id="ghost", now=NOW, now_monotonic=0)
+    assert isinstance(ghost, Rejection) and ghost.reason is RejectReason.UNKNOWN_DEVICE
+    await v.validate(orjson.dumps(good()), topic_device_id="dev-1", now=NOW, now_monotonic=10)
+    assert calls == ["dev-1", "dev-off", "ghost"]  # the second dev-1 came from the cache
+    await v.validate(orjson.dumps(good()), topic_device_id="dev-1", now=NOW, now_monotonic=31)
+    assert calls[-1] == "dev-1"  # expired entries are looked up again
