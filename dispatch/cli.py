@@ -51,11 +51,14 @@ def cmd_seed_demo(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_device_add(args: argparse.Namespace, settings: Settings) -> int:
     import secrets
 
-    from dispatch.credentials import add_device, sync_broker_credentials
+    from dispatch.credentials import InvalidDevice, add_device, sync_broker_credentials
 
     device_id = args.id or f"dev-{args.grid}-{secrets.token_hex(3)}"
+    if device_id == settings.mqtt_username:
+        raise InvalidDevice(f"device id {device_id!r} is the platform's own MQTT account")
 
     async def go(conn: Any) -> Any:
+        # One transaction: the device exists only if its broker account was written too.
         async with conn.transaction():
             p = await add_device(
                 conn,
@@ -65,7 +68,7 @@ def cmd_device_add(args: argparse.Namespace, settings: Settings) -> int:
                 address=args.address,
                 resident_note=args.note,
             )
-        await sync_broker_credentials(conn, settings)
+            await sync_broker_credentials(conn, settings)
         return p
 
     p = asyncio.run(_with_conn(settings, go))
@@ -93,12 +96,13 @@ def cmd_device_deactivate(args: argparse.Namespace, settings: Settings) -> int:
     from dispatch.credentials import sync_broker_credentials
 
     async def go(conn: Any) -> int:
-        n = await conn.fetchval(
-            "WITH u AS (UPDATE devices SET active = false WHERE device_id = $1 RETURNING 1) "
-            "SELECT count(*) FROM u",
-            args.device_id,
-        )
-        await sync_broker_credentials(conn, settings)
+        async with conn.transaction():
+            n = await conn.fetchval(
+                "WITH u AS (UPDATE devices SET active = false WHERE device_id = $1 RETURNING 1) "
+                "SELECT count(*) FROM u",
+                args.device_id,
+            )
+            await sync_broker_credentials(conn, settings)
         return int(n)
 
     if not asyncio.run(_with_conn(settings, go)):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -15,9 +16,11 @@ import structlog
 from core.errors import NotFound, PinganError
 from core.mosquitto_passwords import hash_password, reload_broker, write_password_file
 from core.settings import Settings
-from schemas.events import Identifier  # noqa: F401 - the device id rules live in the contract
+from schemas.events import DEVICE_ID_PATTERN
 
 log = structlog.get_logger(__name__)
+
+_DEVICE_ID = re.compile(DEVICE_ID_PATTERN)
 
 DEVICE_KINDS = (
     "panic_button",
@@ -63,11 +66,10 @@ async def add_device(
     resident_note: str = "",
     password: str | None = None,
 ) -> Provisioned:
-    import re
-
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}", device_id):
+    # The device id is also its MQTT user name: no ':' (mosquitto's password file separator).
+    if len(device_id) > 64 or not _DEVICE_ID.fullmatch(device_id):
         raise InvalidDevice(
-            f"device id {device_id!r}: 1-64 letters, digits and . _ : -, starting with a letter or digit"
+            f"device id {device_id!r}: 1-64 letters, digits and . _ -, starting with a letter or digit"
         )
     if kind not in DEVICE_KINDS:
         raise InvalidDevice(f"unknown device kind {kind!r}; known: {', '.join(DEVICE_KINDS)}")
@@ -94,16 +96,29 @@ async def add_device(
     return Provisioned(device_id, grid_code, kind, device_id, password)
 
 
+_SYNC_LOCK = 0x70616D71  # advisory lock: one password-file writer at a time
+
+
 async def sync_broker_credentials(conn: asyncpg.Connection[Any], settings: Settings) -> int:
     """Rewrite the broker's password file from Postgres (platform account and active
-    devices) and ask the broker to reload it. Returns the number of accounts written."""
-    rows = await conn.fetch(
-        "SELECT device_id, mqtt_password_hash FROM devices "
-        "WHERE active AND mqtt_password_hash IS NOT NULL ORDER BY device_id"
-    )
-    entries = [(settings.mqtt_username, hash_password(settings.mqtt_password))]
-    entries += [(r["device_id"], r["mqtt_password_hash"]) for r in rows]
-    count = write_password_file(settings.mqtt_password_file, entries)
+    devices) and ask the broker to reload it. Returns the number of accounts written.
+
+    Runs in a transaction holding an advisory lock, so concurrent writers take turns and
+    each writes what is committed (or what its own transaction added). A row that cannot
+    be an MQTT account is left out with an error in the log, never blocking the others."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _SYNC_LOCK)
+        rows = await conn.fetch(
+            "SELECT device_id, mqtt_password_hash FROM devices "
+            "WHERE active AND mqtt_password_hash IS NOT NULL ORDER BY device_id"
+        )
+        entries = [(settings.mqtt_username, hash_password(settings.mqtt_password))]
+        for r in rows:
+            if r["device_id"] == settings.mqtt_username or not _DEVICE_ID.fullmatch(r["device_id"]):
+                log.error("device left out of the broker's accounts: unusable id", device_id=r["device_id"])
+                continue
+            entries.append((r["device_id"], r["mqtt_password_hash"]))
+        count = write_password_file(settings.mqtt_password_file, entries)
     reloaded = reload_broker(settings.mqtt_pid_file)
     log.info("broker credentials written", accounts=count, reloaded=reloaded)
     return count

@@ -25,6 +25,17 @@ Identifier = Annotated[
         description="1-64 characters: letters, digits and . _ : - (starting with a letter or digit)",
     ),
 ]
+DEVICE_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+DeviceId = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=64,
+        pattern=DEVICE_ID_PATTERN,
+        description="1-64 characters: letters, digits and . _ - (starting with a letter or "
+        "digit); also the device's MQTT user name",
+    ),
+]
 Timestamp = Annotated[datetime, msgspec.Meta(tz=True, description="RFC 3339 date-time with a UTC offset")]
 Sequence = Annotated[
     int,
@@ -44,7 +55,7 @@ class Category(enum.StrEnum):
 
 class _Event(msgspec.Struct, tag_field="type", kw_only=True, frozen=True):
     event_id: Identifier
-    device_id: Identifier
+    device_id: DeviceId
     occurred_at: Timestamp
     seq: Sequence
     battery: Battery | None = None

@@ -24,6 +24,7 @@ from schemas.topics import device_id_from_events_topic
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 ident = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,40}", fullmatch=True)
+device_ids = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,40}", fullmatch=True)
 
 
 def good(device_id: str = "dev-1", **over: object) -> dict[str, object]:
@@ -118,6 +119,7 @@ def test_any_json_object_gives_an_event_or_a_reasoned_rejection(obj) -> None:
         (orjson.dumps(good(battery=101)), "dev-1", RejectReason.INVALID),
         (orjson.dumps(good(event_id="")), "dev-1", RejectReason.INVALID),
         (orjson.dumps(good(event_id="a/b")), "dev-1", RejectReason.INVALID),
+        (orjson.dumps(good("dev:1")), "dev:1", RejectReason.INVALID),
         (orjson.dumps(good(occurred_at="2026-11-26T12:00:00")), "dev-1", RejectReason.INVALID),
         (orjson.dumps(good(occurred_at="yesterday")), "dev-1", RejectReason.INVALID),
         (orjson.dumps(good()), "dev-2", RejectReason.DEVICE_MISMATCH),
