@@ -44,7 +44,7 @@ def parse(body: object, topic_device: str | None = "dev-1") -> object:
 
 
 @given(
-    device_id=ident,
+    device_id=device_ids,
     event_id=ident,
     type_=st.sampled_from(EVENT_TYPES),
     seq=st.integers(0, 2**63 - 1),
