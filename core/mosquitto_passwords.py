@@ -63,9 +63,7 @@ def _unb64(text: str) -> bytes:
     return base64.b64decode(text.encode("ascii"), validate=True)
 
 
-def hash_password(
-    password: str, *, salt: bytes | None = None, iterations: int = DEFAULT_ITERATIONS
-) -> str:
+def hash_password(password: str, *, salt: bytes | None = None, iterations: int = DEFAULT_ITERATIONS) -> str:
     """Return a mosquitto 2.0 ``$7$`` (PBKDF2-HMAC-SHA512) password hash."""
     if iterations < 1:
         raise ValueError("iterations must be >= 1")
@@ -75,9 +73,7 @@ def hash_password(
         # mosquitto decodes the salt into a fixed 12 byte buffer; other lengths
         # would not be verified correctly by the broker.
         raise ValueError(f"salt must be exactly {SALT_LENGTH} bytes")
-    digest = hashlib.pbkdf2_hmac(
-        "sha512", password.encode("utf-8"), salt, iterations, _PBKDF2_LENGTH
-    )
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode("utf-8"), salt, iterations, _PBKDF2_LENGTH)
     return f"$7${iterations}${_b64(salt)}${_b64(digest)}"
 
 
@@ -122,9 +118,7 @@ def validate_username(username: str) -> None:
         # mosquitto skips password file lines starting with '#' (comments).
         raise ValueError(f"username must not start with '#': {username!r}")
     if any(ch.isspace() or not ch.isprintable() for ch in username):
-        raise ValueError(
-            f"username must not contain whitespace or control characters: {username!r}"
-        )
+        raise ValueError(f"username must not contain whitespace or control characters: {username!r}")
 
 
 def _validate_hash(username: str, encoded: str) -> None:
@@ -142,9 +136,7 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_password_file(
-    path: str | os.PathLike[str], entries: Iterable[tuple[str, str]]
-) -> int:
+def write_password_file(path: str | os.PathLike[str], entries: Iterable[tuple[str, str]]) -> int:
     """Atomically (re)write a mosquitto password file; return the number of entries.
 
     ``entries`` are ``(username, encoded_hash)`` pairs (see :func:`hash_password`).
@@ -217,9 +209,7 @@ def reload_broker(pid_file: str | os.PathLike[str]) -> bool:
     except ValueError:
         pid = 0
     if pid <= 0:
-        log.warning(
-            "mosquitto_passwords.reload_bad_pid_file", pid_file=str(pid_path), content=text[:64]
-        )
+        log.warning("mosquitto_passwords.reload_bad_pid_file", pid_file=str(pid_path), content=text[:64])
         return False
     try:
         os.kill(pid, signal.SIGHUP)

@@ -161,9 +161,7 @@ class MqttPublishError(MqttError):
     retriable = False
 
     def __init__(self, message: str, *, reason_code: int) -> None:
-        super().__init__(
-            message, reason_code=reason_code, retriable=reason_code in _PUBLISH_RETRIABLE
-        )
+        super().__init__(message, reason_code=reason_code, retriable=reason_code in _PUBLISH_RETRIABLE)
         self.reason_code: int = reason_code
 
 
@@ -283,9 +281,7 @@ class MqttClient:
         self._message_queue_size = message_queue_size
         self._receive_maximum = receive_maximum
         self._name = name
-        self._logger: structlog.typing.FilteringBoundLogger = log.bind(
-            mqtt=name, client_id=client_id
-        )
+        self._logger: structlog.typing.FilteringBoundLogger = log.bind(mqtt=name, client_id=client_id)
 
         client = _PahoClient(client_id=client_id, manual_ack=manual_ack)
         client.max_inflight_messages_set(max_inflight)
@@ -453,9 +449,7 @@ class MqttClient:
                 finally:
                     self._state_waiters.discard(waiter)
 
-    async def subscribe(
-        self, topic: str, qos: int = 1, *, timeout: float | None = 30.0
-    ) -> int:
+    async def subscribe(self, topic: str, qos: int = 1, *, timeout: float | None = 30.0) -> int:
         """Subscribe and return the granted reason code (the granted QoS).
 
         Raises MqttSubscribeError if the broker refuses (reason code >= 0x80).
@@ -543,9 +537,7 @@ class MqttClient:
         assert loop is not None
         info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
         rc = info.rc
-        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS and not (
-            qos > 0 and rc == MQTTErrorCode.MQTT_ERR_NO_CONN
-        ):
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS and not (qos > 0 and rc == MQTTErrorCode.MQTT_ERR_NO_CONN):
             if rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
                 raise MqttNotConnected("not connected; QoS 0 publish not queued")
             raise MqttError(f"publish to {topic!r} failed: {paho.error_string(rc)}")
@@ -554,8 +546,9 @@ class MqttClient:
         previous = self._pending.get(mid)
         if previous is not None and not previous.future.done():
             previous.future.set_exception(
-                MqttError(f"message id {mid} reused before the publish to {previous.topic!r} "
-                          "was acknowledged")
+                MqttError(
+                    f"message id {mid} reused before the publish to {previous.topic!r} was acknowledged"
+                )
             )
         self._pending[mid] = _PendingPublish(fut, qos, topic)
         fut.add_done_callback(lambda f: self._forget_pending(mid, f))
@@ -594,10 +587,7 @@ class MqttClient:
 
     def _connection_given_up(self) -> bool:
         return (
-            self._state == "running"
-            and not self._reconnect
-            and not self._connected
-            and self._connack is None
+            self._state == "running" and not self._reconnect and not self._connected and self._connack is None
         )
 
     def _ensure_running(self) -> None:
@@ -700,9 +690,7 @@ class MqttClient:
                     if unused is not None:
                         unused.close()
                 if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                    raise MqttConnectError(
-                        f"sending CONNECT failed: {paho.error_string(rc)}", retriable=True
-                    )
+                    raise MqttConnectError(f"sending CONNECT failed: {paho.error_string(rc)}", retriable=True)
                 self._flush()
                 await connack
         except BaseException:
@@ -777,9 +765,7 @@ class MqttClient:
             self._logger.exception("mqtt.reconnect_loop_crashed", attempt=attempt)
             raise
         if self._connected:
-            self._logger.info(
-                "mqtt.reconnected", attempts=attempt, session_present=self._session_present
-            )
+            self._logger.info("mqtt.reconnected", attempts=attempt, session_present=self._session_present)
 
     async def _misc_loop(self) -> None:
         while True:
@@ -831,18 +817,14 @@ class MqttClient:
         except Exception:
             self._logger.exception("mqtt.on_socket_close_failed")
 
-    def _on_socket_register_write(
-        self, client: paho.Client, userdata: Any, sock: SocketLike
-    ) -> None:
+    def _on_socket_register_write(self, client: paho.Client, userdata: Any, sock: SocketLike) -> None:
         try:
             if self._loop is not None:
                 self._loop.add_writer(sock, self._on_writable)
         except Exception:
             self._logger.exception("mqtt.on_socket_register_write_failed")
 
-    def _on_socket_unregister_write(
-        self, client: paho.Client, userdata: Any, sock: SocketLike
-    ) -> None:
+    def _on_socket_unregister_write(self, client: paho.Client, userdata: Any, sock: SocketLike) -> None:
         try:
             if self._loop is not None:
                 self._loop.remove_writer(sock)
@@ -932,9 +914,7 @@ class MqttClient:
             connack = self._connack
             if connack is not None and not connack.done():
                 connack.set_exception(
-                    MqttConnectError(
-                        f"connection closed before CONNACK: {reason_code}", retriable=True
-                    )
+                    MqttConnectError(f"connection closed before CONNACK: {reason_code}", retriable=True)
                 )
             self._fail_subscribe_waiters("connection lost")
             running = self._state == "running"
@@ -1008,13 +988,10 @@ class MqttClient:
                 return
             if reason_code.is_failure:
                 code = _rc_value(reason_code)
-                self._logger.warning(
-                    "mqtt.publish_refused", topic=pending.topic, mid=mid, reason_code=code
-                )
+                self._logger.warning("mqtt.publish_refused", topic=pending.topic, mid=mid, reason_code=code)
                 pending.future.set_exception(
                     MqttPublishError(
-                        f"broker refused publish to {pending.topic!r}: "
-                        f"{reason_code} (0x{code:02x})",
+                        f"broker refused publish to {pending.topic!r}: {reason_code} (0x{code:02x})",
                         reason_code=code,
                     )
                 )
@@ -1043,9 +1020,7 @@ class MqttClient:
                 return
             for topic, reason_code in zip(topics, reason_codes, strict=False):
                 if reason_code.is_failure:
-                    self._logger.error(
-                        "mqtt.resubscribe_refused", topic=topic, reason=str(reason_code)
-                    )
+                    self._logger.error("mqtt.resubscribe_refused", topic=topic, reason=str(reason_code))
                 else:
                     self._logger.debug("mqtt.resubscribed", topic=topic, granted=reason_code.value)
         except Exception:

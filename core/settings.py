@@ -63,6 +63,12 @@ class Settings:
     worker_batch_max: int = 500
     notifier_batch_max: int = 200
     poll_interval_s: float = 1.0
+    timer_interval_s: float = 0.5
+    """How often the escalation timer looks for due deadlines (lateness is at most this)."""
+    correlation_window_s: int = 120
+    correlation_threshold: int = 4
+    """Distinct devices of one building (or grid cell) alarming within the window that form
+    one major incident."""
     http_host: str = "127.0.0.1"
     http_port: int = 8080
 

@@ -174,11 +174,12 @@ def parser() -> argparse.ArgumentParser:
         ("worker", "run the escalation worker (Kafka -> Postgres incidents, notifications)"),
         ("notifier", "run the notifier (notifications -> officer apps over MQTT)"),
         ("relay", "run the outbox relay (incident updates -> Kafka, receipts -> devices)"),
+        ("timer", "run the escalation timer (reminders and escalation when deadlines pass)"),
     ]:
         sp = sub.add_parser(name, help=help_)
         sp.set_defaults(fn=cmd_component((name,)))
     sp = sub.add_parser("run", help="run every component in one process")
-    sp.set_defaults(fn=cmd_component(("gateway", "worker", "notifier", "relay")))
+    sp.set_defaults(fn=cmd_component(("gateway", "worker", "notifier", "relay", "timer")))
 
     sub.add_parser("migrate", help="apply database migrations (safe to re-run)").set_defaults(fn=cmd_migrate)
     sub.add_parser("seed-demo", help="load the demo city (units, officers, ~1000 devices)").set_defaults(

@@ -12,6 +12,7 @@ from core import db, kafka
 from core.lifecycle import Component, install_signal_handlers, supervise
 from core.settings import Settings
 from gateways.mqtt_gateway import MqttGateway
+from workers.escalation_timer import EscalationTimer
 from workers.escalation_worker import EscalationWorker
 from workers.notifier import Notifier
 from workers.outbox_relay import OutboxRelay
@@ -24,8 +25,9 @@ COMPONENTS = {
     "worker": (EscalationWorker, RejectionRecorder),
     "notifier": (Notifier,),
     "relay": (OutboxRelay,),
+    "timer": (EscalationTimer,),
 }
-ALL = ("gateway", "worker", "notifier", "relay")
+ALL = ("gateway", "worker", "notifier", "relay", "timer")
 
 
 def build(names: tuple[str, ...], settings: Settings, pool: asyncpg.Pool[Any]) -> list[Component]:

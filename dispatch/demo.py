@@ -58,7 +58,7 @@ class SimulatorComponent(Component):
 async def run_demo(settings: Settings, *, devices: int, rate: float) -> Any:
     print("Ping'an Dispatch demo: all components + device simulator. Ctrl-C stops.")
     await run_components(
-        ("gateway", "worker", "notifier", "relay"),
+        ("gateway", "worker", "notifier", "relay", "timer"),
         settings,
         extra=[SimulatorComponent(settings, devices, rate)],
     )

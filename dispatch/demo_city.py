@@ -97,6 +97,15 @@ async def seed(
                VALUES ($1, $2, $3, $4, '') ON CONFLICT (officer_id) DO NOTHING""",
             officers,
         )
+        # Every demo officer is on a year-long shift starting yesterday.
+        await conn.execute(
+            """INSERT INTO duty_shifts (officer_id, during)
+               SELECT o.officer_id, tstzrange(now() - interval '1 day', now() + interval '365 days')
+                 FROM officers o
+                WHERE o.officer_id = ANY($1::text[])
+                  AND NOT EXISTS (SELECT 1 FROM duty_shifts s WHERE s.officer_id = o.officer_id)""",
+            [o[0] for o in officers],
+        )
         kinds = list(KIND_WEIGHTS)
         weights = list(KIND_WEIGHTS.values())
         devices = []
@@ -119,11 +128,13 @@ async def seed(
                         address,
                         note,
                         hash_password(demo_password(settings, device_id)),
+                        f"{building}号楼",
                     )
                 )
         await conn.executemany(
-            """INSERT INTO devices (device_id, grid_code, kind, address, resident_note, mqtt_password_hash)
-               VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (device_id) DO NOTHING""",
+            """INSERT INTO devices (device_id, grid_code, kind, address, resident_note, mqtt_password_hash,
+                                  building)
+               VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (device_id) DO NOTHING""",
             devices,
         )
     return {"units": len(all_units), "officers": len(officers), "devices": len(devices)}

@@ -64,7 +64,8 @@ class ReceiptStatus(enum.StrEnum):
     ACKNOWLEDGED = "acknowledged"  # an officer acknowledged
     ON_SCENE = "on_scene"
     RESOLVED = "resolved"
-    CANCELLED = "cancelled"
+    CANCELLED = "cancelled"  # the resident's cancel within the grace period closed it
+    CANCEL_REFUSED = "cancel_refused"  # too late to cancel (or an officer is on scene); the alarm stands
 
 
 class Receipt(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
@@ -88,17 +89,21 @@ class OfficerNotification(msgspec.Struct, kw_only=True, frozen=True, omit_defaul
     incident_id: str
     case_number: str
     event_id: str  # the event that opened the incident
-    kind: str  # "incident_opened" for now; escalations add their own kinds
+    kind: str
+    """incident_opened, major_incident, reminder, escalated (pages: act now); moved_on,
+    acknowledged, on_scene, taken_over, assigned, closed, cancelled, cancel_refused (inform)"""
     reason: str  # why this officer is told, in words
     priority: int
     event_type: str
-    device_id: str
-    device_kind: str
     grid_code: str
-    address: str
     pressed_at: datetime
     created_at: datetime
     level: str = "grid"
+    device_id: str | None = None  # none for a major incident (several devices)
+    device_kind: str | None = None
+    address: str | None = None
+    resident_note: str | None = None
+    status: str | None = None  # the incident's status when this was sent
 
 
 class IncidentUpdate(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):

@@ -10,6 +10,7 @@ kept in `unprocessable_events` and sent to the dead-letter topic; the batch goes
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -25,12 +26,11 @@ from core.pg_errors import is_transient
 from core.settings import Settings
 from core.timeutil import utcnow
 from schemas.messages import AcceptedEvent, Ingress, RejectedInput, RejectReason
-from workers.incident_store import IncidentStore, Outcome
+from workers.incident_store import Correlation, IncidentStore, Outcome
 
 log = structlog.get_logger(__name__)
 
 _decoder = msgspec.json.Decoder(AcceptedEvent)
-NOTIFY_CHANNELS = ("pingan_notifications", "pingan_outbox")
 
 
 class EscalationWorker(Component):
@@ -41,7 +41,13 @@ class EscalationWorker(Component):
         self.settings = settings
         self.pool = pool
         self.topics = kafka.topics(settings)
-        self.store = IncidentStore(self.topics)
+        self.store = IncidentStore(
+            self.topics,
+            correlation=Correlation(
+                window=timedelta(seconds=settings.correlation_window_s),
+                threshold=settings.correlation_threshold,
+            ),
+        )
         self.counters = Counters("worker")
         self.ready = asyncio.Event()
 
@@ -122,7 +128,6 @@ class EscalationWorker(Component):
         async with self.pool.acquire() as conn, conn.transaction():
             for rec, accepted in decoded:
                 total.add(await self.store.record(conn, accepted, partition=rec.partition, offset=rec.offset))
-            await self._notify(conn, total)
         return total
 
     async def _record_singly(
@@ -137,7 +142,6 @@ class EscalationWorker(Component):
                         one = await self.store.record(
                             conn, accepted, partition=rec.partition, offset=rec.offset
                         )
-                        await self._notify(conn, one)
                     total.add(one)
                     break
                 except Exception as exc:  # noqa: BLE001 - classified just below
@@ -155,12 +159,6 @@ class EscalationWorker(Component):
                     await self._unprocessable(rec, repr(exc), producer)
                     break
         return total
-
-    async def _notify(self, conn: asyncpg.Connection[Any], outcome: Outcome) -> None:
-        if outcome.notifications:
-            await conn.execute("SELECT pg_notify('pingan_notifications', '')")
-        if outcome.outbox:
-            await conn.execute("SELECT pg_notify('pingan_outbox', '')")
 
     async def _unprocessable(self, rec: ConsumerRecord[bytes, bytes], reason: str, producer: Any) -> None:
         """Keep a record we cannot process: in Postgres and on the dead-letter topic."""
@@ -198,7 +196,8 @@ class EscalationWorker(Component):
         self.counters.inc("duplicates", o.duplicates)
         self.counters.inc("incidents_opened", o.incidents_opened)
         self.counters.inc("incidents_joined", o.incidents_joined)
-        self.counters.inc("notifications_queued", o.notifications)
+        self.counters.inc("majors_opened", o.majors_opened)
+        self.counters.inc("cancels", o.cancels)
         if o.recorded or o.duplicates:
             log.debug(
                 "batch recorded",

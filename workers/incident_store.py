@@ -3,19 +3,21 @@ caller's transaction. Every write is idempotent by (device_id, event_id)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 import msgspec
 
+from core.incident_model import LEVELS, Cancel, DeviceReceipt, IllegalAction, TellNotified, TimelineEntry
+from core.incident_service import IncidentService, state_from_row
 from core.timeutil import utcnow
 from schemas import topics as mqtt_topics
 from schemas.events import AnyEvent, Category
 from schemas.messages import AcceptedEvent, IncidentUpdate, Receipt, ReceiptStatus
 from schemas.topics import KafkaTopics
-
-LEVELS = ("grid", "community", "street", "district", "city")
 
 
 @dataclass(slots=True)
@@ -24,8 +26,8 @@ class Outcome:
     duplicates: int = 0
     incidents_opened: int = 0
     incidents_joined: int = 0
-    notifications: int = 0
-    outbox: int = 0
+    majors_opened: int = 0
+    cancels: int = 0
     incident_ids: list[str] = field(default_factory=list)
 
     def add(self, other: Outcome) -> None:
@@ -33,9 +35,19 @@ class Outcome:
         self.duplicates += other.duplicates
         self.incidents_opened += other.incidents_opened
         self.incidents_joined += other.incidents_joined
-        self.notifications += other.notifications
-        self.outbox += other.outbox
+        self.majors_opened += other.majors_opened
+        self.cancels += other.cancels
         self.incident_ids.extend(other.incident_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class Correlation:
+    """Several devices of one building or grid cell alarming within `window` form one major
+    incident that starts at `start_level` (the community centre by default)."""
+
+    window: timedelta = timedelta(seconds=120)
+    threshold: int = 4  # distinct devices, counting the new one
+    start_level: int = 1
 
 
 _INSERT_EVENT = """
@@ -54,66 +66,61 @@ UPDATE devices
        last_seq = GREATEST(last_seq, $4),
        online = true
  WHERE device_id = $1
-RETURNING grid_code, kind, address
+RETURNING grid_code, kind, address, building
 """
 
-_OPEN_INCIDENT = """
-SELECT incident_id, case_number, status, level, priority, version
+_OPEN_OF_DEVICE = """
+SELECT incident_id, case_number, status, level, priority, version, major_id
   FROM incidents
  WHERE device_id = $1 AND category = $2 AND closed_at IS NULL
  FOR UPDATE
 """
 
-_JOIN_INCIDENT = """
+_JOIN = """
 UPDATE incidents
    SET event_count = event_count + 1,
        priority = LEAST(priority, $2),
        version = version + 1,
        updated_at = clock_timestamp()
  WHERE incident_id = $1
-RETURNING case_number, status, level, priority, version
-"""
-
-_NEW_INCIDENT = """
-INSERT INTO incidents (case_number, category, status, priority, level, device_id, grid_code,
-                       event_type, first_event_id, pressed_at, received_at)
-VALUES (substr($6, 1, 6) || '-' || to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYYMMDD')
-          || '-' || lpad(nextval('case_number_seq')::text, 6, '0'),
-        $1, 'opened', $2, 'grid', $3, $6, $4, $5, $7, $8)
-ON CONFLICT (device_id, category) WHERE closed_at IS NULL DO NOTHING
-RETURNING incident_id, case_number, status, level, priority, version
-"""
-
-# On-duty officers of the device's grid cell; when nobody there is on duty, those of the
-# nearest unit above that has someone (escalation never waits on an empty unit).
-_RESPONDERS = """
-SELECT o.officer_id, u.level, a.depth
-  FROM units g
- CROSS JOIN LATERAL unnest(g.path) WITH ORDINALITY AS a(code, depth)
-  JOIN officers o ON o.unit_code = a.code
-  JOIN units u ON u.code = a.code
- WHERE g.code = $1 AND o.active AND o.on_duty AND o.role <> 'admin'
- ORDER BY a.depth DESC, o.officer_id
-"""
-
-_QUEUE_NOTIFICATION = """
-INSERT INTO notifications (incident_id, officer_id, kind, level, reason, dedupe_key)
-VALUES ($1, $2, $3, $4, $5, $6)
-ON CONFLICT (dedupe_key) DO NOTHING
-RETURNING id
+RETURNING case_number, status, level, priority, version, grid_code
 """
 
 _TIMELINE = """
-INSERT INTO incident_timeline (incident_id, kind, actor, event_row_id, detail)
-VALUES ($1, $2, $3, $4, $5)
+INSERT INTO incident_timeline (incident_id, at, kind, actor, event_row_id, detail)
+VALUES ($1, $2, $3, $4, $5, $6)
 """
 
 _OUTBOX = "INSERT INTO outbox (destination, topic, key, payload) VALUES ($1, $2, $3, $4)"
 
+# Open alarm incidents of other devices in the same building (or grid cell) opened recently.
+_NEIGHBOURS = """
+SELECT i.incident_id, i.device_id, i.major_id
+  FROM incidents i
+  JOIN devices d ON d.device_id = i.device_id
+ WHERE i.category = 'alarm' AND i.closed_at IS NULL AND NOT i.is_major
+   AND i.grid_code = $1 AND ($2 = '' OR d.building = $2)
+   AND i.opened_at >= $3
+"""
+
+_OPEN_MAJOR = """
+SELECT incident_id FROM incidents
+ WHERE is_major AND closed_at IS NULL AND correlation_key = $1
+"""
+
 
 class IncidentStore:
-    def __init__(self, kafka_topics: KafkaTopics) -> None:
+    def __init__(
+        self,
+        kafka_topics: KafkaTopics,
+        *,
+        correlation: Correlation | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
         self.topics = kafka_topics
+        self.service = IncidentService(kafka_topics)
+        self.correlation = correlation or Correlation()
+        self.clock = clock
 
     async def record(
         self,
@@ -148,10 +155,11 @@ class IncidentStore:
         if device is None:  # provisioned when the gateway checked, gone now: keep the event
             return out
         category = type(ev).category
+        now = self.clock()
         if category in (Category.ALARM, Category.MAINTENANCE):
-            await self._open_or_join(conn, ev, accepted, category, row_id, device, out)
+            await self._open_or_join(conn, ev, accepted, category, row_id, device, out, now)
         elif category is Category.CANCEL:
-            await self._note_cancel(conn, ev, row_id, out)
+            await self._cancel(conn, ev, row_id, out, accepted.received_at)
         return out
 
     async def _open_or_join(
@@ -163,163 +171,88 @@ class IncidentStore:
         row_id: int,
         device: asyncpg.Record,
         out: Outcome,
+        now: datetime,
     ) -> None:
         actor = f"device:{ev.device_id}"
         for _ in range(3):
-            current = await conn.fetchrow(_OPEN_INCIDENT, ev.device_id, category.value)
+            current = await conn.fetchrow(_OPEN_OF_DEVICE, ev.device_id, category.value)
             if current is not None:
-                joined = await conn.fetchrow(_JOIN_INCIDENT, current["incident_id"], type(ev).priority)
-                incident_id = current["incident_id"]
-                await conn.execute(
-                    _TIMELINE,
-                    incident_id,
-                    "event_joined",
-                    actor,
-                    row_id,
-                    {"event_id": ev.event_id, "type": ev.type},
-                )
-                out.incidents_joined += 1
-                out.incident_ids.append(str(incident_id))
-                await self._announce(
-                    conn,
-                    "joined",
-                    incident_id,
-                    joined,
-                    ev,
-                    device["grid_code"],
-                    ReceiptStatus.INCIDENT_JOINED,
-                    out,
-                )
+                await self._join(conn, current, ev, row_id, out, now)
                 return
-            opened = await conn.fetchrow(
-                _NEW_INCIDENT,
-                category.value,
-                type(ev).priority,
-                ev.device_id,
-                ev.type,
-                ev.event_id,
-                device["grid_code"],
-                ev.occurred_at,
-                accepted.received_at,
+            if category is Category.ALARM and await self._correlate(
+                conn, ev, accepted, row_id, device, out, now
+            ):
+                return
+            opened = await self.service.open(
+                conn,
+                category=category.value,
+                priority=type(ev).priority,
+                device_id=ev.device_id,
+                grid_code=device["grid_code"],
+                event_type=ev.type,
+                event_id=ev.event_id,
+                pressed_at=ev.occurred_at,
+                received_at=accepted.received_at,
+                now=now,
+                actor=actor,
+                reason=f"{ev.type} from {device['kind']} at {device['address'] or device['grid_code']}",
+                event_row_id=row_id,
             )
             if opened is not None:
-                break
+                out.incidents_opened += 1
+                out.incident_ids.append(str(opened.incident_id))
+                return
             # Another transaction opened one between our check and insert: join it instead.
-        else:
-            raise RuntimeError(f"could not open or join an incident for {ev.device_id}")
-        incident_id = opened["incident_id"]
-        out.incidents_opened += 1
-        out.incident_ids.append(str(incident_id))
-        await conn.execute(
-            _TIMELINE,
-            incident_id,
-            "opened",
-            actor,
-            row_id,
-            {"event_id": ev.event_id, "type": ev.type, "priority": type(ev).priority},
-        )
-        await self._queue_notifications(conn, incident_id, device, ev, out)
-        await self._announce(
-            conn,
-            "opened",
-            incident_id,
-            opened,
-            ev,
-            device["grid_code"],
-            ReceiptStatus.INCIDENT_OPENED,
-            out,
-        )
+        raise RuntimeError(f"could not open or join an incident for {ev.device_id}")
 
-    async def _queue_notifications(
+    async def _join(
         self,
         conn: asyncpg.Connection[Any],
-        incident_id: Any,
-        device: asyncpg.Record,
+        current: asyncpg.Record,
         ev: AnyEvent,
+        row_id: int,
         out: Outcome,
+        now: datetime,
     ) -> None:
-        rows = await conn.fetch(_RESPONDERS, device["grid_code"])
-        if not rows:
-            await conn.execute(
-                _TIMELINE,
-                incident_id,
-                "nobody_on_duty",
-                "system:worker",
-                None,
-                {"grid_code": device["grid_code"]},
-            )
-            return
-        nearest = rows[0]["depth"]
-        targets = [r for r in rows if r["depth"] == nearest]
-        level = targets[0]["level"]
-        if level == "grid":
-            reason = f"{ev.type} from {device['kind']} in your grid cell"
-        else:
-            reason = f"{ev.type} in grid {device['grid_code']}: no grid officer on duty"
-        for t in targets:
-            nid = await conn.fetchval(
-                _QUEUE_NOTIFICATION,
-                incident_id,
-                t["officer_id"],
-                "incident_opened",
-                t["level"],
-                reason,
-                f"{incident_id}:incident_opened:{t['level']}:{t['officer_id']}",
-            )
-            if nid is not None:
-                out.notifications += 1
+        incident_id = current["incident_id"]
+        joined = await conn.fetchrow(_JOIN, incident_id, type(ev).priority)
         await conn.execute(
             _TIMELINE,
             incident_id,
-            "notifications_queued",
-            "system:worker",
-            None,
-            {"officers": [t["officer_id"] for t in targets], "level": level, "reason": reason},
-        )
-
-    async def _note_cancel(
-        self, conn: asyncpg.Connection[Any], ev: AnyEvent, row_id: int, out: Outcome
-    ) -> None:
-        current = await conn.fetchrow(_OPEN_INCIDENT, ev.device_id, Category.ALARM.value)
-        if current is None:
-            return
-        await conn.execute(
-            _TIMELINE,
-            current["incident_id"],
-            "cancel_requested",
+            now,
+            "event_joined",
             f"device:{ev.device_id}",
             row_id,
-            {"event_id": ev.event_id, "cancels": ev.data.get("cancels")},
+            {"event_id": ev.event_id, "type": ev.type},
         )
+        out.incidents_joined += 1
+        out.incident_ids.append(str(incident_id))
+        await self._announce_join(conn, incident_id, joined, ev, now)
 
-    async def _announce(
+    async def _announce_join(
         self,
         conn: asyncpg.Connection[Any],
-        change: str,
         incident_id: Any,
         row: asyncpg.Record,
         ev: AnyEvent,
-        grid_code: str,
-        receipt_status: ReceiptStatus,
-        out: Outcome,
+        now: datetime,
     ) -> None:
-        now = utcnow()
         update = IncidentUpdate(
             incident_id=str(incident_id),
             case_number=row["case_number"],
-            change=change,
+            change="joined",
             status=row["status"],
             priority=row["priority"],
             level=row["level"],
             device_id=ev.device_id,
-            grid_code=grid_code,
+            grid_code=row["grid_code"],
             at=now,
             event_id=ev.event_id,
             event_type=ev.type,
             version=row["version"],
         )
         receipt = Receipt(
-            status=receipt_status,
+            status=ReceiptStatus.INCIDENT_JOINED,
             device_id=ev.device_id,
             at=now,
             event_id=ev.event_id,
@@ -333,4 +266,149 @@ class IncidentStore:
                 ("mqtt", mqtt_topics.device_receipts(ev.device_id), None, msgspec.json.encode(receipt)),
             ],
         )
-        out.outbox += 2
+        await conn.execute("SELECT pg_notify('pingan_outbox', '')")
+
+    async def _correlate(
+        self,
+        conn: asyncpg.Connection[Any],
+        ev: AnyEvent,
+        accepted: AcceptedEvent,
+        row_id: int,
+        device: asyncpg.Record,
+        out: Outcome,
+        now: datetime,
+    ) -> bool:
+        """Join or form a major incident when the building (or grid cell) is alarming.
+        Returns True when the event was taken care of."""
+        c = self.correlation
+        building = device["building"] or ""
+        key = f"{device['grid_code']}/{building}" if building else device["grid_code"]
+        # One correlator per building or grid cell at a time, across workers.
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", "correlate:" + key)
+        major_id = await conn.fetchval(_OPEN_MAJOR, key)
+        neighbours = await conn.fetch(_NEIGHBOURS, device["grid_code"], building, now - c.window)
+        if major_id is None and len({r["device_id"] for r in neighbours}) + 1 < c.threshold:
+            return False
+        if major_id is None:
+            opened = await self.service.open(
+                conn,
+                category="alarm",
+                priority=type(ev).priority,
+                device_id=None,
+                grid_code=device["grid_code"],
+                event_type=ev.type,
+                event_id=ev.event_id,
+                pressed_at=ev.occurred_at,
+                received_at=accepted.received_at,
+                now=now,
+                actor="system:correlator",
+                reason=(
+                    f"major incident: {len(neighbours) + 1} devices alarming in "
+                    f"{'building ' + building if building else 'grid ' + device['grid_code']} "
+                    f"within {int(c.window.total_seconds())} s"
+                ),
+                start_level=c.start_level,
+                is_major=True,
+                correlation_key=key,
+            )
+            if opened is None:  # pragma: no cover - the advisory lock makes this unreachable
+                raise RuntimeError(f"major incident for {key} appeared concurrently")
+            major_id = opened.incident_id
+            out.majors_opened += 1
+            # The neighbours' own incidents become members: their clocks stop, the major's runs.
+            for r in neighbours:
+                await self._make_member(conn, r["incident_id"], major_id, now)
+        # The new alarm gets its own incident (its device, its receipts), as a member.
+        member = await self.service.open(
+            conn,
+            category="alarm",
+            priority=type(ev).priority,
+            device_id=ev.device_id,
+            grid_code=device["grid_code"],
+            event_type=ev.type,
+            event_id=ev.event_id,
+            pressed_at=ev.occurred_at,
+            received_at=accepted.received_at,
+            now=now,
+            actor=f"device:{ev.device_id}",
+            reason=f"{ev.type} from {device['kind']} at {device['address']} (part of a major incident)",
+            event_row_id=row_id,
+            quiet=True,
+        )
+        if member is None:
+            return False
+        await self._make_member(conn, member.incident_id, major_id, now)
+        out.incidents_opened += 1
+        out.incident_ids.append(str(member.incident_id))
+        return True
+
+    async def _make_member(
+        self, conn: asyncpg.Connection[Any], incident_id: Any, major_id: Any, now: datetime
+    ) -> None:
+        await conn.execute(
+            "UPDATE incidents SET major_id = $2, awaiting = 'none', deadline_at = NULL, remind_at = NULL, "
+            "due_at = NULL, version = version + 1, updated_at = clock_timestamp() "
+            "WHERE incident_id = $1 AND major_id IS NULL",
+            incident_id,
+            major_id,
+        )
+        await conn.execute(
+            _TIMELINE,
+            incident_id,
+            now,
+            "joined_major",
+            "system:correlator",
+            None,
+            {"major_id": str(major_id)},
+        )
+        await conn.execute(
+            "UPDATE incidents SET event_count = event_count + 1 WHERE incident_id = $1", major_id
+        )
+        await conn.execute(
+            _TIMELINE,
+            major_id,
+            now,
+            "member_added",
+            "system:correlator",
+            None,
+            {"incident_id": str(incident_id)},
+        )
+
+    async def _cancel(
+        self, conn: asyncpg.Connection[Any], ev: AnyEvent, row_id: int, out: Outcome, now: datetime
+    ) -> None:
+        """`now` is when the gateway received the cancel: the grace period is measured on the
+        platform's clock, from the press's arrival to the cancel's arrival."""
+        current = await conn.fetchrow(_OPEN_OF_DEVICE, ev.device_id, Category.ALARM.value)
+        if current is None:
+            return
+        try:
+            await self.service.perform(
+                conn,
+                current["incident_id"],
+                Cancel(f"device:{ev.device_id}"),
+                now,
+                change="cancelled",
+                event_row_id=row_id,
+            )
+            out.cancels += 1
+        except IllegalAction as exc:
+            row = await self.service.load(conn, current["incident_id"], lock=True)
+            state = state_from_row(row)
+            await self.service.carry_out(
+                conn,
+                row,
+                state,
+                [
+                    TimelineEntry(
+                        "cancel_refused", f"device:{ev.device_id}", {"code": exc.code, "reason": exc.message}
+                    ),
+                    TellNotified("cancel_refused", f"the resident pressed cancel, but {exc.message}"),
+                    DeviceReceipt("cancel_refused", detail=exc.message),
+                ],
+                now,
+                change="cancel_refused",
+            )
+
+
+__all__ = ["LEVELS", "Correlation", "IncidentStore", "Outcome"]

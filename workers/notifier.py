@@ -35,11 +35,12 @@ MAX_ATTEMPTS = 20
 
 _CLAIM = """
 SELECT n.id, n.officer_id, n.kind, n.level, n.reason, n.created_at, n.attempts,
-       i.incident_id, i.case_number, i.first_event_id, i.priority, i.event_type, i.device_id, i.grid_code,
-       i.pressed_at, d.kind AS device_kind, d.address
+       i.incident_id, i.case_number, i.first_event_id, i.priority, i.event_type, i.device_id,
+       i.grid_code, i.pressed_at, i.status, d.kind AS device_kind, d.address,
+       d.resident_note
   FROM notifications n
   JOIN incidents i ON i.incident_id = n.incident_id
-  JOIN devices d ON d.device_id = i.device_id
+  LEFT JOIN devices d ON d.device_id = i.device_id
  WHERE n.status = 'pending' AND n.next_attempt_at <= clock_timestamp()
  ORDER BY n.id
  LIMIT $1
@@ -131,13 +132,15 @@ class Notifier(Component):
                     reason=r["reason"],
                     priority=r["priority"],
                     event_type=r["event_type"],
-                    device_id=r["device_id"],
-                    device_kind=r["device_kind"],
                     grid_code=r["grid_code"],
-                    address=r["address"],
                     pressed_at=r["pressed_at"],
                     created_at=r["created_at"],
                     level=r["level"],
+                    device_id=r["device_id"],
+                    device_kind=r["device_kind"],
+                    address=r["address"],
+                    resident_note=r["resident_note"] or None,
+                    status=r["status"],
                 )
                 futures.append(
                     mqtt.publish_nowait(
@@ -167,7 +170,8 @@ class Notifier(Component):
                 await conn.execute(_SENT, r["id"], sent_at)
                 self.counters.inc("sent")
                 first_sent.setdefault(r["incident_id"], (sent_at, []))[1].append(r["officer_id"])
-            for incident_id, (sent_at, officers) in first_sent.items():
+            # In a fixed order, so two notifiers (or a worker) never wait on each other in a cycle.
+            for incident_id, (sent_at, officers) in sorted(first_sent.items(), key=lambda kv: str(kv[0])):
                 await conn.execute(
                     "INSERT INTO incident_timeline (incident_id, kind, actor, detail) "
                     "VALUES ($1, 'notifications_sent', 'system:notifier', $2)",
@@ -183,7 +187,7 @@ class Notifier(Component):
                         status=row["status"],
                         priority=row["priority"],
                         level=row["level"],
-                        device_id=row["device_id"],
+                        device_id=row["device_id"] or "",
                         grid_code=row["grid_code"],
                         at=sent_at,
                         version=row["version"],

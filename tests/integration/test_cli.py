@@ -301,8 +301,9 @@ async def test_demo_city_has_the_documented_shape(env) -> None:
         """SELECT u.code FROM units u
             WHERE u.level = 'grid'
               AND NOT EXISTS (SELECT 1 FROM officers o
-                               WHERE o.unit_code = u.code AND o.role = 'grid_officer'
-                                 AND o.on_duty AND o.active)"""
+                               WHERE o.unit_code = u.code AND o.role = 'grid_officer' AND o.active
+                                 AND EXISTS (SELECT 1 FROM duty_shifts s
+                                              WHERE s.officer_id = o.officer_id AND s.during @> now()))"""
     )
     assert [r["code"] for r in uncovered] == [], "grid cells without an on-duty grid officer"
 

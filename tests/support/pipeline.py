@@ -12,6 +12,7 @@ from core import kafka
 from core.lifecycle import Component, supervise
 from core.settings import Settings
 from gateways.mqtt_gateway import MqttGateway
+from workers.escalation_timer import EscalationTimer
 from workers.escalation_worker import EscalationWorker
 from workers.notifier import Notifier
 from workers.outbox_relay import OutboxRelay
@@ -24,7 +25,7 @@ class Pipeline:
         settings: Settings,
         pool: asyncpg.Pool[Any],
         *,
-        names: tuple[str, ...] = ("gateway", "worker", "notifier", "relay"),
+        names: tuple[str, ...] = ("gateway", "worker", "notifier", "relay", "timer"),
     ) -> None:
         self.settings = settings
         self.components: list[Component] = []
@@ -41,6 +42,9 @@ class Pipeline:
         if "relay" in names:
             self.relay = OutboxRelay(settings, pool)
             self.components.append(self.relay)
+        if "timer" in names:
+            self.timer = EscalationTimer(settings, pool)
+            self.components.append(self.timer)
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
