@@ -69,9 +69,7 @@ async def migrate(conn: asyncpg.Connection[Any]) -> list[str]:
                 continue
             async with conn.transaction():
                 await conn.execute(sql)
-                await conn.execute(
-                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name
-                )
+                await conn.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name)
             log.info("migration applied", migration=name)
             applied_now.append(name)
     finally:

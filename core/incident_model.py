@@ -110,9 +110,7 @@ class Policy:
 
 
 def _levels(ack: tuple[int, ...], arrive: int, remind: int | None) -> tuple[LevelPolicy, ...]:
-    return tuple(
-        LevelPolicy(level=LEVELS[i], ack_s=a, arrive_s=arrive, remind_s=remind) for i, a in enumerate(ack)
-    )
+    return tuple(LevelPolicy(level=LEVELS[i], ack_s=a, arrive_s=arrive, remind_s=remind) for i, a in enumerate(ack))
 
 
 DEFAULT_POLICIES: Final = {
@@ -167,9 +165,7 @@ class IncidentState:
         return min(times) if times else None
 
 
-def open_incident(
-    policy: Policy, *, pressed_at: datetime, now: datetime, level_index: int = 0
-) -> IncidentState:
+def open_incident(policy: Policy, *, pressed_at: datetime, now: datetime, level_index: int = 0) -> IncidentState:
     """A new incident: the officers of `level_index` (normally the grid) must acknowledge."""
     level_index = min(level_index, policy.top)
     lp = policy.levels[level_index]
@@ -258,18 +254,7 @@ class Tick:
     pass
 
 
-Action = (
-    Acknowledge
-    | OnScene
-    | Resolve
-    | Cancel
-    | Note
-    | TakeOver
-    | Assign
-    | NotificationSent
-    | NobodyOnDuty
-    | Tick
-)
+Action = Acknowledge | OnScene | Resolve | Cancel | Note | TakeOver | Assign | NotificationSent | NobodyOnDuty | Tick
 OFFICER_ACTIONS: Final = ("acknowledge", "on_scene", "resolve", "note", "take_over", "assign")
 
 
@@ -369,9 +354,7 @@ def _arrival_clock(state: IncidentState, now: datetime) -> dict[str, Any]:
 
 def _acknowledge(state: IncidentState, a: Acknowledge, now: datetime) -> tuple[IncidentState, list[Effect]]:
     _require_open(state, "acknowledge")
-    if not (
-        state.status in ("opened", "notified") or (state.status == "acknowledged" and state.awaiting == "ack")
-    ):
+    if not (state.status in ("opened", "notified") or (state.status == "acknowledged" and state.awaiting == "ack")):
         raise IllegalAction("already_acknowledged", f"the incident is already {state.status}")
     first = state.acknowledged_at is None
     new = _bump(
@@ -383,9 +366,7 @@ def _acknowledge(state: IncidentState, a: Acknowledge, now: datetime) -> tuple[I
         **_arrival_clock(state, now),
     )
     effects: list[Effect] = [
-        TimelineEntry(
-            "acknowledged", a.actor, {"level": state.level, "actor_level": LEVELS[min(a.actor_level, 4)]}
-        ),
+        TimelineEntry("acknowledged", a.actor, {"level": state.level, "actor_level": LEVELS[min(a.actor_level, 4)]}),
         TellNotified("acknowledged", f"acknowledged by {a.actor}", exclude=a.actor),
     ]
     if first:
@@ -441,9 +422,7 @@ def _resolve(state: IncidentState, a: Resolve, now: datetime) -> tuple[IncidentS
         detail["referred_to"] = REFERRALS[a.referral]
     if a.note:
         detail["note"] = a.note
-    words = {"resolved": "resolved", "false_alarm": "closed as a false alarm", "referred": "referred"}[
-        a.outcome
-    ]
+    words = {"resolved": "resolved", "false_alarm": "closed as a false alarm", "referred": "referred"}[a.outcome]
     if a.referral:
         words += f" to {a.referral} ({REFERRALS[a.referral]})"
     return new, [
@@ -459,9 +438,7 @@ def _cancel(state: IncidentState, a: Cancel, now: datetime) -> tuple[IncidentSta
     if state.status == "on_scene":
         raise IllegalAction("officer_on_scene", "an officer is on scene; only the officer can close it")
     if now - state.pressed_at > timedelta(seconds=grace):
-        raise IllegalAction(
-            "grace_period_over", f"a cancel must come within {grace} s of the press; the alarm stands"
-        )
+        raise IllegalAction("grace_period_over", f"a cancel must come within {grace} s of the press; the alarm stands")
     new = _bump(
         state,
         status="cancelled",
@@ -502,9 +479,7 @@ def _take_over(state: IncidentState, a: TakeOver, now: datetime) -> tuple[Incide
     new = _bump(state, **changes)
     effects: list[Effect] = [
         TimelineEntry("taken_over", a.actor, {"from_level": state.level, "to_level": LEVELS[level_index]}),
-        TellNotified(
-            "taken_over", f"taken over by {a.actor} ({LEVEL_WHO[LEVELS[level_index]]})", exclude=a.actor
-        ),
+        TellNotified("taken_over", f"taken over by {a.actor} ({LEVEL_WHO[LEVELS[level_index]]})", exclude=a.actor),
     ]
     if state.acknowledged_at is None:
         effects.append(DeviceReceipt("acknowledged"))
@@ -534,9 +509,7 @@ def _tick(state: IncidentState, now: datetime) -> tuple[IncidentState, list[Effe
         return _escalate(state, now, reason, kind="escalated")
     if state.remind_at is not None and state.remind_at <= now:
         waited = (
-            int((now - (state.deadline_at - timedelta(seconds=lp.ack_s))).total_seconds())
-            if state.deadline_at
-            else 0
+            int((now - (state.deadline_at - timedelta(seconds=lp.ack_s))).total_seconds()) if state.deadline_at else 0
         )
         new = _bump(state, remind_at=_next_reminder(lp, now, state.deadline_at or now))
         return new, [
@@ -546,9 +519,7 @@ def _tick(state: IncidentState, now: datetime) -> tuple[IncidentState, list[Effe
     return state, []
 
 
-def _escalate(
-    state: IncidentState, now: datetime, reason: str, *, kind: str
-) -> tuple[IncidentState, list[Effect]]:
+def _escalate(state: IncidentState, now: datetime, reason: str, *, kind: str) -> tuple[IncidentState, list[Effect]]:
     """Move to the next level up (or, at the top, page the top level again) and restart the
     acknowledgement clock there."""
     at_top = state.level_index >= state.policy.top
@@ -572,8 +543,6 @@ def _escalate(
     ]
     if not at_top:
         effects.append(
-            TellNotified(
-                "moved_on", f"escalated to {LEVEL_WHO[LEVELS[new_index]]}: {reason}", below_level=new_index
-            )
+            TellNotified("moved_on", f"escalated to {LEVEL_WHO[LEVELS[new_index]]}: {reason}", below_level=new_index)
         )
     return new, effects

@@ -247,9 +247,7 @@ class IncidentService:
         ]
         if quiet:
             effects = [e for e in effects if not isinstance(e, NotifyLevel)]
-        state = await self.carry_out(
-            conn, row, state, effects, now, change="opened", event_row_id=event_row_id
-        )
+        state = await self.carry_out(conn, row, state, effects, now, change="opened", event_row_id=event_row_id)
         return Opened(incident_id, row["case_number"], state)
 
     async def perform(
@@ -290,9 +288,7 @@ class IncidentService:
             state = state_from_row(row)
             new, effects = apply(
                 state,
-                Resolve(
-                    major.closed_by or "system", outcome, major.referral if outcome == "referred" else None
-                ),
+                Resolve(major.closed_by or "system", outcome, major.referral if outcome == "referred" else None),
                 now,
             )
             await self.save(conn, m["incident_id"], new)
@@ -352,9 +348,7 @@ class IncidentService:
                 case NotifyLevel(level_index=li, kind=kind, reason=reason):
                     officers = await self.responders(conn, row["grid_code"], li, now)
                     if officers:
-                        await self._queue(
-                            conn, incident_id, officers, kind, LEVELS[li], reason, state.version, now
-                        )
+                        await self._queue(conn, incident_id, officers, kind, LEVELS[li], reason, state.version, now)
                         continue
                     await conn.execute(
                         _TIMELINE,
@@ -379,8 +373,7 @@ class IncidentService:
                         pending.extend(more)
                 case NotifyOfficer(officer_id=officer_id, kind=kind, reason=reason):
                     level = await conn.fetchval(
-                        "SELECT u.level FROM officers o JOIN units u ON u.code = o.unit_code "
-                        "WHERE o.officer_id = $1",
+                        "SELECT u.level FROM officers o JOIN units u ON u.code = o.unit_code WHERE o.officer_id = $1",
                         officer_id,
                     )
                     await self._queue(
@@ -397,14 +390,11 @@ class IncidentService:
                         {
                             r["officer_id"]
                             for r in rows
-                            if r["officer_id"] != exclude
-                            and (below is None or LEVELS.index(r["level"]) < below)
+                            if r["officer_id"] != exclude and (below is None or LEVELS.index(r["level"]) < below)
                         }
                     )
                     if officers:
-                        await self._queue(
-                            conn, incident_id, officers, kind, state.level, reason, state.version, now
-                        )
+                        await self._queue(conn, incident_id, officers, kind, state.level, reason, state.version, now)
                 case DeviceReceipt(status=status, detail=detail):
                     await self._receipts(conn, row, status, detail, now)
         await self._announce(conn, row, state, change, now)
@@ -424,10 +414,7 @@ class IncidentService:
     ) -> None:
         await conn.executemany(
             _QUEUE,
-            [
-                (incident_id, o, kind, level, reason, f"{incident_id}:v{version}:{kind}:{o}", version)
-                for o in officers
-            ],
+            [(incident_id, o, kind, level, reason, f"{incident_id}:v{version}:{kind}:{o}", version) for o in officers],
         )
         await conn.execute(
             _TIMELINE,
@@ -451,8 +438,7 @@ class IncidentService:
             devices = [
                 (r["device_id"], r["first_event_id"])
                 for r in await conn.fetch(
-                    "SELECT device_id, first_event_id FROM incidents "
-                    "WHERE major_id = $1 AND closed_at IS NULL",
+                    "SELECT device_id, first_event_id FROM incidents WHERE major_id = $1 AND closed_at IS NULL",
                     row["incident_id"],
                 )
             ]
@@ -471,9 +457,7 @@ class IncidentService:
                 case_number=row["case_number"],
                 detail=detail,
             )
-            records.append(
-                ("mqtt", mqtt_topics.device_receipts(device_id), None, msgspec.json.encode(receipt))
-            )
+            records.append(("mqtt", mqtt_topics.device_receipts(device_id), None, msgspec.json.encode(receipt)))
         if records:
             await conn.executemany(_OUTBOX, records)
 

@@ -138,9 +138,7 @@ class MqttError(Exception):
 
     retriable: bool = True
 
-    def __init__(
-        self, message: str, *, retriable: bool | None = None, reason_code: int | None = None
-    ) -> None:
+    def __init__(self, message: str, *, retriable: bool | None = None, reason_code: int | None = None) -> None:
         super().__init__(message)
         if retriable is not None:
             self.retriable = retriable
@@ -546,9 +544,7 @@ class MqttClient:
         previous = self._pending.get(mid)
         if previous is not None and not previous.future.done():
             previous.future.set_exception(
-                MqttError(
-                    f"message id {mid} reused before the publish to {previous.topic!r} was acknowledged"
-                )
+                MqttError(f"message id {mid} reused before the publish to {previous.topic!r} was acknowledged")
             )
         self._pending[mid] = _PendingPublish(fut, qos, topic)
         fut.add_done_callback(lambda f: self._forget_pending(mid, f))
@@ -572,9 +568,7 @@ class MqttClient:
         if not self._manual_ack or message.qos == 0:
             return
         if self._unacked.get(message.mid) is not message:
-            self._logger.debug(
-                "mqtt.ack_stale", mid=message.mid, topic=message.topic, connected=self._connected
-            )
+            self._logger.debug("mqtt.ack_stale", mid=message.mid, topic=message.topic, connected=self._connected)
             return
         del self._unacked[message.mid]
         rc = self._client.ack(message.mid, message.qos)
@@ -586,9 +580,7 @@ class MqttClient:
     # ------------------------------------------------------------------ internals
 
     def _connection_given_up(self) -> bool:
-        return (
-            self._state == "running" and not self._reconnect and not self._connected and self._connack is None
-        )
+        return self._state == "running" and not self._reconnect and not self._connected and self._connack is None
 
     def _ensure_running(self) -> None:
         if self._state != "running":
@@ -615,9 +607,7 @@ class MqttClient:
                 continue
             del self._pending[mid]
             if not pending.future.done():
-                pending.future.set_exception(
-                    MqttNotConnected(f"publish to {pending.topic!r} not confirmed: {reason}")
-                )
+                pending.future.set_exception(MqttNotConnected(f"publish to {pending.topic!r} not confirmed: {reason}"))
 
     def _fail_subscribe_waiters(self, reason: str) -> None:
         waiters = list(self._sub_pending.values())
@@ -648,9 +638,7 @@ class MqttClient:
         try:
             ip = ipaddress.ip_address(self._host)
         except ValueError:
-            infos = await loop.getaddrinfo(
-                self._host, self._port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
-            )
+            infos = await loop.getaddrinfo(self._host, self._port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
             candidates = [(info[0], info[4]) for info in infos]
         else:
             ip_family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
@@ -669,9 +657,7 @@ class MqttClient:
                 sock.close()
                 raise
             return sock
-        raise MqttConnectError(
-            f"cannot connect to {self._host}:{self._port}: {last_exc}", retriable=True
-        ) from last_exc
+        raise MqttConnectError(f"cannot connect to {self._host}:{self._port}: {last_exc}", retriable=True) from last_exc
 
     async def _connect_once(self, timeout: float) -> None:
         """Open a connection, send CONNECT and wait for a successful CONNACK."""
@@ -728,9 +714,7 @@ class MqttClient:
             return
         if self._reconnect_task is not None and not self._reconnect_task.done():
             return
-        self._reconnect_task = self._loop.create_task(
-            self._reconnect_loop(), name=f"{self._name}-mqtt-reconnect"
-        )
+        self._reconnect_task = self._loop.create_task(self._reconnect_loop(), name=f"{self._name}-mqtt-reconnect")
 
     async def _reconnect_loop(self) -> None:
         delay = _BACKOFF_INITIAL
@@ -756,9 +740,7 @@ class MqttClient:
                         retriable=exc.retriable,
                     )
                 except (MqttError, OSError, TimeoutError) as exc:
-                    self._logger.warning(
-                        "mqtt.reconnect_failed", attempt=attempt, error=repr(exc), retriable=True
-                    )
+                    self._logger.warning("mqtt.reconnect_failed", attempt=attempt, error=repr(exc), retriable=True)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -876,9 +858,7 @@ class MqttClient:
             self._connected = True
             self._session_present = bool(flags.session_present)
             receive_maximum = getattr(properties, "ReceiveMaximum", None)
-            if isinstance(receive_maximum, int) and (
-                self._max_inflight == 0 or self._max_inflight > receive_maximum
-            ):
+            if isinstance(receive_maximum, int) and (self._max_inflight == 0 or self._max_inflight > receive_maximum):
                 # paho ignores the broker's Receive Maximum and cannot change its
                 # window on an open connection. mosquitto 2.0 tolerates the excess
                 # (QoS 1 and 2); a stricter broker could disconnect us (0x93).

@@ -44,12 +44,8 @@ class Settings:
     mqtt_port: int = 18830
     mqtt_username: str = "pingan-platform"
     mqtt_password: str = "pingan-platform-dev"
-    mqtt_password_file: str = field(
-        default_factory=lambda: str(Path(_default_stack_dir()) / "mosquitto" / "passwd")
-    )
-    mqtt_pid_file: str = field(
-        default_factory=lambda: str(Path(_default_stack_dir()) / "mosquitto" / "mosquitto.pid")
-    )
+    mqtt_password_file: str = field(default_factory=lambda: str(Path(_default_stack_dir()) / "mosquitto" / "passwd"))
+    mqtt_pid_file: str = field(default_factory=lambda: str(Path(_default_stack_dir()) / "mosquitto" / "mosquitto.pid"))
     mqtt_session_expiry_s: int = 7 * 24 * 3600
     mqtt_shared_group: str = "pingan-gateways"
 

@@ -339,10 +339,27 @@ pg_down() {
 
 mq_running_pid() { pidfile_pid "$MQ_PID" "$MQ_CONF"; }
 
+# ACL: repo copy, with the platform user renamed if PINGAN_MQTT_USERNAME differs.
+# Returns 0 when the copy changed.
+mq_render_acl() {
+	mkdir -p "$MQ_DIR"
+	sed "s/^user pingan-platform\$/user $MQTT_USER/" "$DEPLOY_DIR/mosquitto/acl" >"$MQ_ACL.tmp"
+	if [[ -f $MQ_ACL ]] && cmp -s "$MQ_ACL.tmp" "$MQ_ACL"; then
+		rm -f "$MQ_ACL.tmp"
+		return 1
+	fi
+	mv -f "$MQ_ACL.tmp" "$MQ_ACL"
+	return 0
+}
+
 mq_up() {
 	local pid i
 	if pid=$(mq_running_pid); then
 		say "mosquitto: already running (pid $pid, port ${REC[MQTT_PORT]:-$MQTT_PORT})"
+		# A changed ACL in the repo takes effect in the running broker (SIGHUP reloads it).
+		if mq_render_acl; then
+			kill -HUP "$pid" && say "mosquitto: ACL changed, reloaded"
+		fi
 		[[ ${REC[MQTT_PORT]:-$MQTT_PORT} == "$MQTT_PORT" ]] || say "mosquitto: warning: requested port $MQTT_PORT ignored while running; run 'down' first"
 		return 0
 	fi
@@ -359,9 +376,7 @@ mq_up() {
 		say "mosquitto: created $MQ_PASSWD with platform account '$MQTT_USER'"
 	fi
 
-	# ACL: repo copy, with the platform user renamed if PINGAN_MQTT_USERNAME differs.
-	sed "s/^user pingan-platform\$/user $MQTT_USER/" "$DEPLOY_DIR/mosquitto/acl" >"$MQ_ACL.tmp"
-	mv -f "$MQ_ACL.tmp" "$MQ_ACL"
+	mq_render_acl || true
 	render "$DEPLOY_DIR/mosquitto/mosquitto.conf.in" "$MQ_CONF" \
 		MQTT_PORT="$MQTT_PORT" PASSWORD_FILE="$MQ_PASSWD" ACL_FILE="$MQ_ACL" \
 		DATA_DIR="$MQ_DIR/data" PID_FILE="$MQ_PID" LOG_FILE="$MQ_LOG"

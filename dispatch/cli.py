@@ -98,8 +98,7 @@ def cmd_device_deactivate(args: argparse.Namespace, settings: Settings) -> int:
     async def go(conn: Any) -> int:
         async with conn.transaction():
             n = await conn.fetchval(
-                "WITH u AS (UPDATE devices SET active = false WHERE device_id = $1 RETURNING 1) "
-                "SELECT count(*) FROM u",
+                "WITH u AS (UPDATE devices SET active = false WHERE device_id = $1 RETURNING 1) SELECT count(*) FROM u",
                 args.device_id,
             )
             await sync_broker_credentials(conn, settings)
@@ -117,6 +116,86 @@ def cmd_broker_sync(args: argparse.Namespace, settings: Settings) -> int:
 
     n = asyncio.run(_with_conn(settings, lambda c: sync_broker_credentials(c, settings)))
     print(f"broker accounts written: {n}")
+    return 0
+
+
+def cmd_officer_token(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import timedelta
+
+    from core.officer_actions import load_officer
+    from core.sessions import issue
+    from core.timeutil import utcnow
+
+    async def go(conn: Any) -> str:
+        if await load_officer(conn, args.officer_id) is None:
+            raise PinganError(f"no active officer {args.officer_id!r}")
+        return await issue(conn, args.officer_id, ttl=timedelta(hours=args.hours), now=utcnow())
+
+    token = asyncio.run(_with_conn(settings, go))
+    _print_json(
+        {
+            "officer_id": args.officer_id,
+            "token": token,
+            "expires_in_hours": args.hours,
+            "use": "Authorization: Bearer <token>",
+        }
+    )
+    return 0
+
+
+def cmd_officer_mqtt_password(args: argparse.Namespace, settings: Settings) -> int:
+    from core.mosquitto_passwords import hash_password
+    from dispatch.credentials import new_password, sync_broker_credentials
+
+    password = new_password()
+
+    async def go(conn: Any) -> None:
+        async with conn.transaction():
+            if await conn.fetchval("SELECT true FROM devices WHERE device_id = $1", args.officer_id):
+                raise PinganError(f"{args.officer_id} is a device's id; the broker's user names are shared")
+            done = await conn.fetchval(
+                "UPDATE officers SET mqtt_password_hash = $2 WHERE officer_id = $1 AND active RETURNING true",
+                args.officer_id,
+                hash_password(password),
+            )
+            if not done:
+                raise PinganError(f"no active officer {args.officer_id!r}")
+            await sync_broker_credentials(conn, settings)
+
+    asyncio.run(_with_conn(settings, go))
+    _print_json(
+        {
+            "officer_id": args.officer_id,
+            "mqtt": {
+                "host": settings.mqtt_host,
+                "port": settings.mqtt_port,
+                "username": args.officer_id,
+                "password": password,
+                "notifications": f"pingan/v1/officers/{args.officer_id}/notifications",
+                "actions": f"pingan/v1/officers/{args.officer_id}/actions",
+                "results": f"pingan/v1/officers/{args.officer_id}/results",
+            },
+            "note": "the password is shown once; it is stored only as a hash",
+        }
+    )
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import timedelta
+
+    from core.timeutil import utcnow
+    from dispatch.stats import response_times
+
+    now = utcnow()
+
+    async def go(conn: Any) -> Any:
+        try:
+            return await response_times(conn, args.unit, now - timedelta(days=args.days), now)
+        except LookupError as exc:
+            raise PinganError(f"no unit {args.unit}") from exc
+
+    _print_json(asyncio.run(_with_conn(settings, go)))
     return 0
 
 
@@ -164,9 +243,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="dispatch", description="Ping'an Dispatch: one-tap alarm and incident dispatch"
-    )
+    p = argparse.ArgumentParser(prog="dispatch", description="Ping'an Dispatch: one-tap alarm and incident dispatch")
     sub = p.add_subparsers(dest="command", required=True, metavar="command")
 
     for name, help_ in [
@@ -175,11 +252,15 @@ def parser() -> argparse.ArgumentParser:
         ("notifier", "run the notifier (notifications -> officer apps over MQTT)"),
         ("relay", "run the outbox relay (incident updates -> Kafka, receipts -> devices)"),
         ("timer", "run the escalation timer (reminders and escalation when deadlines pass)"),
+        ("api", "run the HTTP API (incidents, officer actions, statistics)"),
+        ("officer-actions", "run the officer-app gateway (actions over MQTT)"),
     ]:
         sp = sub.add_parser(name, help=help_)
         sp.set_defaults(fn=cmd_component((name,)))
     sp = sub.add_parser("run", help="run every component in one process")
-    sp.set_defaults(fn=cmd_component(("gateway", "worker", "notifier", "relay", "timer")))
+    from dispatch.components import ALL
+
+    sp.set_defaults(fn=cmd_component(ALL))
 
     sub.add_parser("migrate", help="apply database migrations (safe to re-run)").set_defaults(fn=cmd_migrate)
     sub.add_parser("seed-demo", help="load the demo city (units, officers, ~1000 devices)").set_defaults(
@@ -216,12 +297,28 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("device_id")
     sp.set_defaults(fn=cmd_device_deactivate)
 
+    off = sub.add_parser("officer", help="officer credentials").add_subparsers(
+        dest="officer_command", required=True, metavar="action"
+    )
+    sp = off.add_parser("token", help="issue an API bearer token for an officer (printed once)")
+    sp.add_argument("officer_id")
+    sp.add_argument("--hours", type=float, default=12.0, help="lifetime (default 12 h)")
+    sp.set_defaults(fn=cmd_officer_token)
+    sp = off.add_parser("mqtt-password", help="set the officer app's MQTT password (printed once)")
+    sp.add_argument("officer_id")
+    sp.set_defaults(fn=cmd_officer_mqtt_password)
+
+    sp = sub.add_parser("stats", help="response times and resolution rate of a unit (JSON)")
+    sp.add_argument("--unit", default="990100", help="unit code (default: the demo city)")
+    sp.add_argument("--days", type=float, default=7.0, help="period: the last N days (default 7)")
+    sp.set_defaults(fn=cmd_stats)
+
     broker = sub.add_parser("broker", help="MQTT broker administration").add_subparsers(
         dest="broker_command", required=True, metavar="action"
     )
-    broker.add_parser(
-        "sync", help="rewrite the broker's password file from Postgres and reload it"
-    ).set_defaults(fn=cmd_broker_sync)
+    broker.add_parser("sync", help="rewrite the broker's password file from Postgres and reload it").set_defaults(
+        fn=cmd_broker_sync
+    )
     return p
 
 

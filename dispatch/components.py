@@ -11,7 +11,9 @@ import structlog
 from core import db, kafka
 from core.lifecycle import Component, install_signal_handlers, supervise
 from core.settings import Settings
+from dispatch.api.app import ApiServer
 from gateways.mqtt_gateway import MqttGateway
+from gateways.officer_actions_gateway import OfficerActionsGateway
 from workers.escalation_timer import EscalationTimer
 from workers.escalation_worker import EscalationWorker
 from workers.notifier import Notifier
@@ -26,8 +28,10 @@ COMPONENTS = {
     "notifier": (Notifier,),
     "relay": (OutboxRelay,),
     "timer": (EscalationTimer,),
+    "api": (ApiServer,),
+    "officer-actions": (OfficerActionsGateway,),
 }
-ALL = ("gateway", "worker", "notifier", "relay", "timer")
+ALL = ("gateway", "worker", "notifier", "relay", "timer", "officer-actions", "api")
 
 
 def build(names: tuple[str, ...], settings: Settings, pool: asyncpg.Pool[Any]) -> list[Component]:
@@ -58,9 +62,7 @@ async def run_components(
 ) -> None:
     stop = stop or asyncio.Event()
     install_signal_handlers(stop)
-    pool = await db.create_pool(
-        settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
-    )
+    pool = await db.create_pool(settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
     try:
         await check_schema(pool)
         await kafka.ensure_topics(settings)

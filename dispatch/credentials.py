@@ -68,9 +68,7 @@ async def add_device(
 ) -> Provisioned:
     # The device id is also its MQTT user name: no ':' (mosquitto's password file separator).
     if len(device_id) > 64 or not _DEVICE_ID.fullmatch(device_id):
-        raise InvalidDevice(
-            f"device id {device_id!r}: 1-64 letters, digits and . _ -, starting with a letter or digit"
-        )
+        raise InvalidDevice(f"device id {device_id!r}: 1-64 letters, digits and . _ -, starting with a letter or digit")
     if kind not in DEVICE_KINDS:
         raise InvalidDevice(f"unknown device kind {kind!r}; known: {', '.join(DEVICE_KINDS)}")
     level = await conn.fetchval("SELECT level FROM units WHERE code = $1", grid_code)
@@ -78,6 +76,8 @@ async def add_device(
         raise NotFound(f"no unit with code {grid_code}")
     if level != "grid":
         raise InvalidDevice(f"unit {grid_code} is a {level}, devices belong to a grid cell")
+    if await conn.fetchval("SELECT true FROM officers WHERE officer_id = $1", device_id):
+        raise InvalidDevice(f"{device_id} is an officer's id; devices and officers share the broker's user names")
     password = password or new_password()
     inserted = await conn.fetchval(
         """INSERT INTO devices (device_id, grid_code, kind, address, resident_note, mqtt_password_hash)
@@ -93,6 +93,7 @@ async def add_device(
     )
     if inserted is None:
         raise InvalidDevice(f"device {device_id} exists already")
+
     return Provisioned(device_id, grid_code, kind, device_id, password)
 
 
@@ -100,8 +101,8 @@ _SYNC_LOCK = 0x70616D71  # advisory lock: one password-file writer at a time
 
 
 async def sync_broker_credentials(conn: asyncpg.Connection[Any], settings: Settings) -> int:
-    """Rewrite the broker's password file from Postgres (platform account and active
-    devices) and ask the broker to reload it. Returns the number of accounts written.
+    """Rewrite the broker's password file from Postgres (platform account, active devices,
+    officer apps) and ask the broker to reload it. Returns the number of accounts written.
 
     Runs in a transaction holding an advisory lock, so concurrent writers take turns and
     each writes what is committed (or what its own transaction added). A row that cannot
@@ -118,6 +119,15 @@ async def sync_broker_credentials(conn: asyncpg.Connection[Any], settings: Setti
                 log.error("device left out of the broker's accounts: unusable id", device_id=r["device_id"])
                 continue
             entries.append((r["device_id"], r["mqtt_password_hash"]))
+        taken = {name for name, _ in entries}
+        for r in await conn.fetch(
+            "SELECT officer_id, mqtt_password_hash FROM officers "
+            "WHERE active AND mqtt_password_hash IS NOT NULL ORDER BY officer_id"
+        ):
+            if r["officer_id"] in taken or not _DEVICE_ID.fullmatch(r["officer_id"]):
+                log.error("officer left out of the broker's accounts: unusable id", officer_id=r["officer_id"])
+                continue
+            entries.append((r["officer_id"], r["mqtt_password_hash"]))
         count = write_password_file(settings.mqtt_password_file, entries)
     reloaded = reload_broker(settings.mqtt_pid_file)
     log.info("broker credentials written", accounts=count, reloaded=reloaded)

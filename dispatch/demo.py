@@ -11,7 +11,7 @@ from typing import Any
 from core import db
 from core.lifecycle import Component
 from core.settings import Settings
-from dispatch.components import run_components
+from dispatch.components import ALL, run_components
 from dispatch.simulator import SimStats, Simulator, load_demo_devices, percentile
 
 
@@ -58,7 +58,7 @@ class SimulatorComponent(Component):
 async def run_demo(settings: Settings, *, devices: int, rate: float) -> Any:
     print("Ping'an Dispatch demo: all components + device simulator. Ctrl-C stops.")
     await run_components(
-        ("gateway", "worker", "notifier", "relay", "timer"),
+        ALL,
         settings,
         extra=[SimulatorComponent(settings, devices, rate)],
     )

@@ -63,9 +63,7 @@ def units() -> list[Unit]:
                 out.append(c)
                 for gi in range(1, GRIDS_PER_COMMUNITY + 1):
                     gcode = f"{ccode}{gi:03d}"
-                    out.append(
-                        Unit(gcode, "grid", ccode, f"{cname}第{gi}网格", f"{cen} grid {gi}", (*c.path, gcode))
-                    )
+                    out.append(Unit(gcode, "grid", ccode, f"{cname}第{gi}网格", f"{cen} grid {gi}", (*c.path, gcode)))
     return out
 
 
@@ -73,9 +71,7 @@ def _person(rng: random.Random) -> str:
     return rng.choice(SURNAMES) + rng.choice(GIVEN) + rng.choice(["", *GIVEN])
 
 
-async def seed(
-    conn: asyncpg.Connection[Any], settings: Settings, *, seed_value: int = 2026
-) -> dict[str, int]:
+async def seed(conn: asyncpg.Connection[Any], settings: Settings, *, seed_value: int = 2026) -> dict[str, int]:
     """Load the demo city; safe to run again (existing rows are left as they are)."""
     rng = random.Random(seed_value)
     all_units = units()
@@ -116,9 +112,7 @@ async def seed(
                 device_id = f"dev-{u.code}-{n:03d}"
                 kind = rng.choices(kinds, weights)[0]
                 building = rng.randint(1, 12)
-                address = (
-                    f"{u.name} {building}号楼{rng.randint(1, 4)}单元{rng.randint(1, 18)}0{rng.randint(1, 4)}"
-                )
+                address = f"{u.name} {building}号楼{rng.randint(1, 4)}单元{rng.randint(1, 18)}0{rng.randint(1, 4)}"
                 note = rng.choice(["", "独居老人", "行动不便", "有心脏病史", "独居老人，听力差"])
                 devices.append(
                     (

@@ -256,8 +256,7 @@ class Simulator:
 
 async def load_demo_devices(conn: Any, settings: Settings, limit: int) -> list[SimDevice]:
     rows = await conn.fetch(
-        "SELECT device_id, kind FROM devices WHERE active AND device_id ~ '^dev-[0-9]{15}-[0-9]{3}$' "
-        "ORDER BY device_id"
+        "SELECT device_id, kind FROM devices WHERE active AND device_id ~ '^dev-[0-9]{15}-[0-9]{3}$' ORDER BY device_id"
     )
     rng = random.Random(7)
     chosen = rng.sample(list(rows), min(limit, len(rows)))

@@ -76,8 +76,7 @@ def parse_event(
     if event.occurred_at < now - clock.past:
         return Rejection(
             RejectReason.CLOCK_SKEW,
-            f"occurred_at {event.occurred_at.isoformat()} is more than "
-            f"{int(clock.past.total_seconds())} s in the past",
+            f"occurred_at {event.occurred_at.isoformat()} is more than {int(clock.past.total_seconds())} s in the past",
             topic_device_id,
             event.event_id,
         )

@@ -77,16 +77,12 @@ class EscalationTimer(Component):
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(_CLAIM, now, self.batch)
             for r in rows:
-                before, state = await self.service.perform(
-                    conn, r["incident_id"], Tick(), now, change="timer"
-                )
+                before, state = await self.service.perform(conn, r["incident_id"], Tick(), now, change="timer")
                 if state.version == before["version"]:
                     # Claimed as due, yet nothing to do: the stored due time was stale. Store
                     # the state machine's own, so the incident is not claimed in a loop.
                     due = state.due_at if state.due_at is not None and state.due_at > now else None
-                    await conn.execute(
-                        "UPDATE incidents SET due_at = $2 WHERE incident_id = $1", r["incident_id"], due
-                    )
+                    await conn.execute("UPDATE incidents SET due_at = $2 WHERE incident_id = $1", r["incident_id"], due)
                     log.warning("stale deadline corrected", incident_id=str(r["incident_id"]), due_at=due)
                 self.counters.inc("ticks")
                 log.debug(

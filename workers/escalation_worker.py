@@ -66,9 +66,7 @@ class EscalationWorker(Component):
                 self.ready.set()
                 log.info("worker ready", group=self.settings.kafka_consumer_group)
                 while not self.stopping:
-                    batches = await consumer.getmany(
-                        timeout_ms=200, max_records=self.settings.worker_batch_max
-                    )
+                    batches = await consumer.getmany(timeout_ms=200, max_records=self.settings.worker_batch_max)
                     if not batches:
                         continue
                     done = await self._process(batches, producer)
@@ -81,9 +79,7 @@ class EscalationWorker(Component):
             await consumer.stop()
             log.info("worker stopped", **self.counters.snapshot())
 
-    async def _commit(
-        self, consumer: Any, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
-    ) -> None:
+    async def _commit(self, consumer: Any, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
         offsets = {tp: recs[-1].offset + 1 for tp, recs in batches.items() if recs}
         try:
             await consumer.commit(offsets)
@@ -92,9 +88,7 @@ class EscalationWorker(Component):
             # make the repeat harmless.
             log.warning("offset commit failed; records will be redelivered", error=repr(exc))
 
-    async def _process(
-        self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]], producer: Any
-    ) -> bool:
+    async def _process(self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]], producer: Any) -> bool:
         decoded: list[tuple[ConsumerRecord[bytes, bytes], AcceptedEvent]] = []
         for recs in batches.values():
             for rec in recs:
@@ -121,9 +115,7 @@ class EscalationWorker(Component):
         self._count(outcome)
         return True
 
-    async def _record_batch(
-        self, decoded: list[tuple[ConsumerRecord[bytes, bytes], AcceptedEvent]]
-    ) -> Outcome:
+    async def _record_batch(self, decoded: list[tuple[ConsumerRecord[bytes, bytes], AcceptedEvent]]) -> Outcome:
         total = Outcome()
         async with self.pool.acquire() as conn, conn.transaction():
             for rec, accepted in decoded:
@@ -139,9 +131,7 @@ class EscalationWorker(Component):
             while True:
                 try:
                     async with self.pool.acquire() as conn, conn.transaction():
-                        one = await self.store.record(
-                            conn, accepted, partition=rec.partition, offset=rec.offset
-                        )
+                        one = await self.store.record(conn, accepted, partition=rec.partition, offset=rec.offset)
                     total.add(one)
                     break
                 except Exception as exc:  # noqa: BLE001 - classified just below

@@ -179,9 +179,7 @@ class IncidentStore:
             if current is not None:
                 await self._join(conn, current, ev, row_id, out, now)
                 return
-            if category is Category.ALARM and await self._correlate(
-                conn, ev, accepted, row_id, device, out, now
-            ):
+            if category is Category.ALARM and await self._correlate(conn, ev, accepted, row_id, device, out, now):
                 return
             opened = await self.service.open(
                 conn,
@@ -342,9 +340,7 @@ class IncidentStore:
         out.incident_ids.append(str(member.incident_id))
         return True
 
-    async def _make_member(
-        self, conn: asyncpg.Connection[Any], incident_id: Any, major_id: Any, now: datetime
-    ) -> None:
+    async def _make_member(self, conn: asyncpg.Connection[Any], incident_id: Any, major_id: Any, now: datetime) -> None:
         await conn.execute(
             "UPDATE incidents SET major_id = $2, awaiting = 'none', deadline_at = NULL, remind_at = NULL, "
             "due_at = NULL, version = version + 1, updated_at = clock_timestamp() "
@@ -361,9 +357,7 @@ class IncidentStore:
             None,
             {"major_id": str(major_id)},
         )
-        await conn.execute(
-            "UPDATE incidents SET event_count = event_count + 1 WHERE incident_id = $1", major_id
-        )
+        await conn.execute("UPDATE incidents SET event_count = event_count + 1 WHERE incident_id = $1", major_id)
         await conn.execute(
             _TIMELINE,
             major_id,

@@ -149,9 +149,7 @@ class Notifier(Component):
                         qos=1,
                     )
                 )
-            results = await asyncio.gather(
-                *(asyncio.wait_for(f, 10.0) for f in futures), return_exceptions=True
-            )
+            results = await asyncio.gather(*(asyncio.wait_for(f, 10.0) for f in futures), return_exceptions=True)
             first_sent: dict[Any, Any] = {}
             for r, res in zip(rows, results, strict=True):
                 if isinstance(res, BaseException):

@@ -92,9 +92,7 @@ class OutboxRelay(Component):
                     futures.append(await producer.send(r["topic"], bytes(r["payload"]), key=key))
                 else:
                     futures.append(mqtt.publish_nowait(r["topic"], bytes(r["payload"]), qos=1))
-            results = await asyncio.gather(
-                *(asyncio.wait_for(f, 15.0) for f in futures), return_exceptions=True
-            )
+            results = await asyncio.gather(*(asyncio.wait_for(f, 15.0) for f in futures), return_exceptions=True)
             done_ids = []
             for r, res in zip(rows, results, strict=True):
                 if isinstance(res, BaseException):

@@ -137,9 +137,7 @@ connection_messages true
     def _ready(self) -> bool:
         assert self.process is not None
         if self.process.poll() is not None:
-            raise RuntimeError(
-                f"mosquitto exited with {self.process.returncode}; log:\n{self.log_tail()}"
-            )
+            raise RuntimeError(f"mosquitto exited with {self.process.returncode}; log:\n{self.log_tail()}")
         try:
             pid_text = self.pid_file.read_text().strip()
         except FileNotFoundError:

@@ -37,9 +37,25 @@ def can_login(broker: MosquittoBroker, username: str, password: str) -> bool:
     """Publish one QoS 1 message with the real mosquitto_pub client (MQTT 5)."""
     result = subprocess.run(
         [
-            MOSQUITTO_PUB, "-h", broker.host, "-p", str(broker.port), "-V", "mqttv5",
-            "-u", username, "-P", password, "-i", f"pwtest-{username}-{time.monotonic_ns()}",
-            "-t", f"dev/{username}/events", "-m", "x", "-q", "1",
+            MOSQUITTO_PUB,
+            "-h",
+            broker.host,
+            "-p",
+            str(broker.port),
+            "-V",
+            "mqttv5",
+            "-u",
+            username,
+            "-P",
+            password,
+            "-i",
+            f"pwtest-{username}-{time.monotonic_ns()}",
+            "-t",
+            f"dev/{username}/events",
+            "-m",
+            "x",
+            "-q",
+            "1",
         ],
         capture_output=True,
         timeout=10,
@@ -81,9 +97,7 @@ def test_unicode_password() -> None:
     assert not verify_password("平安", encoded)
 
 
-@pytest.mark.parametrize(
-    "bad", ["", "plain", "$7$", "$7$x$AAAA$AAAA", "$7$101$!!!$AAAA", "$5$abc$def", "$6$only"]
-)
+@pytest.mark.parametrize("bad", ["", "plain", "$7$", "$7$x$AAAA$AAAA", "$7$101$!!!$AAAA", "$5$abc$def", "$6$only"])
 def test_verify_rejects_malformed(bad: str) -> None:
     assert verify_password("pw", bad) is False
 
@@ -181,9 +195,7 @@ def test_reload_adds_a_user(broker: MosquittoBroker) -> None:
         time.sleep(0.05)
 
 
-def test_mosquitto_passwd_entry_accepted_by_broker_after_reload(
-    broker: MosquittoBroker, tmp_path: Path
-) -> None:
+def test_mosquitto_passwd_entry_accepted_by_broker_after_reload(broker: MosquittoBroker, tmp_path: Path) -> None:
     """Mixed file: our entries plus one produced by mosquitto_passwd ($6$ legacy)."""
     other = tmp_path / "pw"
     subprocess.run(

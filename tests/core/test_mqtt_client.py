@@ -91,9 +91,7 @@ async def no_message(client: MqttClient, wait: float = 0.3) -> None:
 # --------------------------------------------------------------------------- basics
 
 
-async def test_publish_qos1_is_received_and_waits_for_puback(
-    broker: MosquittoBroker, clients: AsyncExitStack
-) -> None:
+async def test_publish_qos1_is_received_and_waits_for_puback(broker: MosquittoBroker, clients: AsyncExitStack) -> None:
     sub = await started(clients, make_client(broker, "platform"))
     assert sub.connected
     sock = sub._client.socket()
@@ -134,9 +132,7 @@ async def test_qos0_and_qos2_round_trip(broker: MosquittoBroker, clients: AsyncE
     assert got == {("rx/dev1/q0", b"zero", 0), ("rx/dev1/q2", b"two", 2)}
 
 
-async def test_pipelined_publishes_all_acknowledged(
-    broker: MosquittoBroker, clients: AsyncExitStack
-) -> None:
+async def test_pipelined_publishes_all_acknowledged(broker: MosquittoBroker, clients: AsyncExitStack) -> None:
     sub = await started(clients, make_client(broker, "platform"))
     await sub.subscribe("dev/dev2/events", qos=1)
     pub = await started(clients, make_client(broker, "dev2", max_inflight=50))
@@ -164,9 +160,7 @@ async def test_alarm_path_latency(broker: MosquittoBroker, clients: AsyncExitSta
     assert p99 < 0.05, f"p99 {p99 * 1000:.1f} ms, median {latencies[100] * 1000:.2f} ms"
 
 
-async def test_acl_forbidden_publish_raises_135(
-    broker: MosquittoBroker, clients: AsyncExitStack
-) -> None:
+async def test_acl_forbidden_publish_raises_135(broker: MosquittoBroker, clients: AsyncExitStack) -> None:
     pub = await started(clients, make_client(broker, "dev1"))
     with pytest.raises(MqttPublishError) as err:
         await pub.publish("dev/dev2/events", b"spoof", qos=1)
@@ -190,8 +184,12 @@ async def test_wrong_password_is_not_retriable(broker: MosquittoBroker) -> None:
 
 async def test_unknown_user_is_refused(broker: MosquittoBroker) -> None:
     client = MqttClient(
-        host=broker.host, port=broker.port, client_id=uid("ghost"), username="ghost",
-        password="x", reconnect=False,
+        host=broker.host,
+        port=broker.port,
+        client_id=uid("ghost"),
+        username="ghost",
+        password="x",
+        reconnect=False,
     )
     with pytest.raises(MqttConnectError) as err:
         await client.start(timeout=5)
@@ -202,9 +200,7 @@ async def test_unknown_user_is_refused(broker: MosquittoBroker) -> None:
 async def test_connection_refused_is_retriable(broker: MosquittoBroker) -> None:
     from tests.core.mosquitto_fixture import free_port
 
-    client = MqttClient(
-        host="127.0.0.1", port=free_port(), client_id=uid("nobody"), username="u", password="p"
-    )
+    client = MqttClient(host="127.0.0.1", port=free_port(), client_id=uid("nobody"), username="u", password="p")
     with pytest.raises(MqttConnectError) as err:
         await client.start(timeout=2)
     assert err.value.retriable is True
@@ -226,9 +222,7 @@ def gateway_client(broker: MosquittoBroker, client_id: str) -> MqttClient:
     )
 
 
-async def test_manual_ack_unacked_message_is_redelivered(
-    broker: MosquittoBroker, clients: AsyncExitStack
-) -> None:
+async def test_manual_ack_unacked_message_is_redelivered(broker: MosquittoBroker, clients: AsyncExitStack) -> None:
     client_id = uid("gateway")
     topic = f"dev/dev1/{uid('ack')}"
     gw = gateway_client(broker, client_id)
@@ -269,14 +263,10 @@ async def test_manual_ack_unacked_message_is_redelivered(
     assert (await next_message(gw3)).payload == b"marker"
 
 
-async def test_auto_ack_is_not_redelivered(
-    broker: MosquittoBroker, clients: AsyncExitStack
-) -> None:
+async def test_auto_ack_is_not_redelivered(broker: MosquittoBroker, clients: AsyncExitStack) -> None:
     client_id = uid("auto")
     topic = f"dev/dev1/{uid('auto')}"
-    sub = make_client(
-        broker, "platform", client_id=client_id, clean_start=False, session_expiry=300
-    )
+    sub = make_client(broker, "platform", client_id=client_id, clean_start=False, session_expiry=300)
     await sub.start()
     await sub.subscribe(topic, qos=1)
     dev = await started(clients, make_client(broker, "dev1"))
@@ -286,17 +276,13 @@ async def test_auto_ack_is_not_redelivered(
     await sub.publish("rx/dev1/sync", b"", qos=1)
     await sub.stop(clean=False)
 
-    sub2 = make_client(
-        broker, "platform", client_id=client_id, clean_start=False, session_expiry=300
-    )
+    sub2 = make_client(broker, "platform", client_id=client_id, clean_start=False, session_expiry=300)
     await started(clients, sub2)
     await dev.publish(topic, b"marker", qos=1)
     assert (await next_message(sub2)).payload == b"marker"
 
 
-async def test_messages_queued_while_offline_are_delivered(
-    broker: MosquittoBroker, clients: AsyncExitStack
-) -> None:
+async def test_messages_queued_while_offline_are_delivered(broker: MosquittoBroker, clients: AsyncExitStack) -> None:
     client_id = uid("offline")
     topic = f"dev/dev1/{uid('offline')}"
     sub = gateway_client(broker, client_id)
@@ -319,9 +305,7 @@ async def test_messages_queued_while_offline_are_delivered(
     assert got == [b"offline-%d" % i for i in range(5)]
 
 
-async def test_shared_subscription_delivers_each_message_once(
-    broker: MosquittoBroker, clients: AsyncExitStack
-) -> None:
+async def test_shared_subscription_delivers_each_message_once(broker: MosquittoBroker, clients: AsyncExitStack) -> None:
     group = uid("g")
     a = await started(clients, make_client(broker, "platform"))
     b = await started(clients, make_client(broker, "platform"))
@@ -357,14 +341,11 @@ async def test_shared_subscription_delivers_each_message_once(
 # --------------------------------------------------------------------------- reconnect, will
 
 
-async def test_reconnects_after_broker_crash(
-    own_broker: MosquittoBroker, clients: AsyncExitStack
-) -> None:
+async def test_reconnects_after_broker_crash(own_broker: MosquittoBroker, clients: AsyncExitStack) -> None:
     broker = own_broker
     client = await started(
         clients,
-        make_client(broker, "platform", client_id=uid("survivor"), clean_start=False,
-                    session_expiry=300),
+        make_client(broker, "platform", client_id=uid("survivor"), clean_start=False, session_expiry=300),
     )
     await client.subscribe("rx/#", qos=1)
     await client.publish("rx/dev1/before", b"before", qos=1)
@@ -398,7 +379,11 @@ async def test_reconnects_after_broker_restart_keeps_session(
     broker = own_broker
     client_id = uid("persist")
     sub = make_client(
-        broker, "platform", client_id=client_id, clean_start=False, session_expiry=300,
+        broker,
+        "platform",
+        client_id=client_id,
+        clean_start=False,
+        session_expiry=300,
         manual_ack=True,
     )
     await started(clients, sub)
@@ -426,9 +411,7 @@ async def test_reconnects_after_broker_restart_keeps_session(
     sub.ack(msg)
 
 
-async def test_publish_times_out_while_disconnected(
-    own_broker: MosquittoBroker, clients: AsyncExitStack
-) -> None:
+async def test_publish_times_out_while_disconnected(own_broker: MosquittoBroker, clients: AsyncExitStack) -> None:
     client = await started(clients, make_client(own_broker, "platform"))
     own_broker.kill()
     with pytest.raises(TimeoutError):
@@ -470,9 +453,7 @@ async def test_retained_will(broker: MosquittoBroker, clients: AsyncExitStack) -
     await late.publish(topic, b"", qos=1, retain=True)  # clear the retained message
 
 
-async def test_keepalive_detects_a_hung_broker(
-    own_broker: MosquittoBroker, clients: AsyncExitStack
-) -> None:
+async def test_keepalive_detects_a_hung_broker(own_broker: MosquittoBroker, clients: AsyncExitStack) -> None:
     """A frozen broker (SIGSTOP) keeps the TCP connection open; PINGREQ timeout must notice."""
     client = await started(clients, make_client(own_broker, "platform", keepalive=1))
     own_broker.pause()
@@ -484,9 +465,7 @@ async def test_keepalive_detects_a_hung_broker(
     await client.publish("rx/dev1/alive", b"", qos=1)
 
 
-async def test_no_reconnect_when_disabled(
-    own_broker: MosquittoBroker, clients: AsyncExitStack
-) -> None:
+async def test_no_reconnect_when_disabled(own_broker: MosquittoBroker, clients: AsyncExitStack) -> None:
     client = await started(clients, make_client(own_broker, "platform", reconnect=False))
     await client.subscribe("rx/#", qos=1)
     own_broker.kill()
@@ -503,13 +482,9 @@ async def test_no_reconnect_when_disabled(
 # --------------------------------------------------------------------------- flow control
 
 
-async def test_receive_maximum_limits_unacked_messages(
-    broker: MosquittoBroker, clients: AsyncExitStack
-) -> None:
+async def test_receive_maximum_limits_unacked_messages(broker: MosquittoBroker, clients: AsyncExitStack) -> None:
     topic = f"dev/dev1/{uid('window')}"
-    gw = await started(
-        clients, make_client(broker, "platform", manual_ack=True, receive_maximum=3)
-    )
+    gw = await started(clients, make_client(broker, "platform", manual_ack=True, receive_maximum=3))
     await gw.subscribe(topic, qos=1)
     dev = await started(clients, make_client(broker, "dev1"))
     for i in range(6):
@@ -524,9 +499,7 @@ async def test_receive_maximum_limits_unacked_messages(
     assert [(await next_message(gw)).payload for _ in range(2)] == [b"4", b"5"]
 
 
-async def test_message_queue_size_applies_back_pressure(
-    broker: MosquittoBroker, clients: AsyncExitStack
-) -> None:
+async def test_message_queue_size_applies_back_pressure(broker: MosquittoBroker, clients: AsyncExitStack) -> None:
     topic = f"dev/dev2/{uid('bp')}"
     sub = await started(clients, make_client(broker, "platform", message_queue_size=5))
     await sub.subscribe(topic, qos=1)
@@ -565,9 +538,7 @@ async def test_stop_is_idempotent_and_safe_before_start(broker: MosquittoBroker)
     assert [m async for m in client.messages()] == []
 
 
-async def test_stop_fails_pending_publishes(
-    broker: MosquittoBroker, clients: AsyncExitStack
-) -> None:
+async def test_stop_fails_pending_publishes(broker: MosquittoBroker, clients: AsyncExitStack) -> None:
     client = make_client(broker, "dev1")
     await client.start()
     broker.pause()

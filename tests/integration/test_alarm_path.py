@@ -43,9 +43,7 @@ async def test_press_reaches_receipt_incident_and_officer_within_two_seconds(env
         t0 = time.monotonic()
         await device.client.publish(topics.device_events(dev.device_id), orjson.dumps(body), qos=1)
 
-        await device.wait_for(
-            lambda r: r["status"] == "accepted" and r["event_id"] == body["event_id"], timeout=2
-        )
+        await device.wait_for(lambda r: r["status"] == "accepted" and r["event_id"] == body["event_id"], timeout=2)
         note_msg, note = await officer.wait_for(lambda n: n["device_id"] == dev.device_id, timeout=2)
         opened_msg, opened = await device.wait_for(
             lambda r: r["status"] == "incident_opened" and r["event_id"] == body["event_id"], timeout=2
@@ -134,13 +132,8 @@ async def test_same_event_twice_is_recorded_once(env, pipeline) -> None:
         await wait_until(accepted_twice)
         await asyncio.sleep(1.0)  # give a wrongly duplicated record time to show up
         assert await env.pool.fetchval("SELECT count(*) FROM events WHERE device_id = $1", dev.device_id) == 1
-        assert (
-            await env.pool.fetchval("SELECT count(*) FROM incidents WHERE device_id = $1", dev.device_id) == 1
-        )
-        assert (
-            await env.pool.fetchval("SELECT event_count FROM incidents WHERE device_id = $1", dev.device_id)
-            == 1
-        )
+        assert await env.pool.fetchval("SELECT count(*) FROM incidents WHERE device_id = $1", dev.device_id) == 1
+        assert await env.pool.fetchval("SELECT event_count FROM incidents WHERE device_id = $1", dev.device_id) == 1
     finally:
         await device.close()
 
@@ -242,9 +235,7 @@ async def test_bad_input_goes_to_dead_letter_and_good_input_keeps_flowing(env, p
         assert found["payload_bytes"] == len(payload)
 
         # The good event right after it is processed.
-        await device.wait_for(
-            lambda r: r["status"] == "incident_opened" and r["event_id"] == good["event_id"]
-        )
+        await device.wait_for(lambda r: r["status"] == "incident_opened" and r["event_id"] == good["event_id"])
         if topic_device == dev.device_id:
             _, rej = await device.wait_for(lambda r: r["status"] == "rejected")
             assert rej["reason"] == reason and rej["detail"]

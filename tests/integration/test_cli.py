@@ -60,14 +60,11 @@ class Run:
 
     def __str__(self) -> str:
         return (
-            f"`dispatch {' '.join(self.args)}` exited {self.rc}\n"
-            f"--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
+            f"`dispatch {' '.join(self.args)}` exited {self.rc}\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
         )
 
 
-async def dispatch(
-    env: Any, *args: str, extra_env: dict[str, str] | None = None, timeout: float = CLI_TIMEOUT
-) -> Run:
+async def dispatch(env: Any, *args: str, extra_env: dict[str, str] | None = None, timeout: float = CLI_TIMEOUT) -> Run:
     """Runs `python -m dispatch.cli *args` on the module's settings without blocking the loop."""
     child_env = os.environ | env.settings.to_env() | (extra_env or {})
     proc = await asyncio.create_subprocess_exec(
@@ -160,9 +157,7 @@ def password_file_entries(settings: Any) -> dict[str, str]:
 async def device_rows(env: Any) -> str:
     """A fingerprint of the whole devices table: any insert, delete or change shows."""
     return str(
-        await env.pool.fetchval(
-            "SELECT md5(coalesce(string_agg(d::text, '|' ORDER BY device_id), '')) FROM devices d"
-        )
+        await env.pool.fetchval("SELECT md5(coalesce(string_agg(d::text, '|' ORDER BY device_id), '')) FROM devices d")
     )
 
 
@@ -271,29 +266,22 @@ async def test_seed_demo_again_changes_nothing_and_prints_its_counts(env) -> Non
     assert counts["devices"] == await env.pool.fetchval(
         "SELECT count(*) FROM devices WHERE device_id ~ $1", DEMO_DEVICE_ID
     )
-    active = await env.pool.fetchval(
-        "SELECT count(*) FROM devices WHERE active AND mqtt_password_hash IS NOT NULL"
-    )
+    active = await env.pool.fetchval("SELECT count(*) FROM devices WHERE active AND mqtt_password_hash IS NOT NULL")
     assert counts["broker_accounts"] == active + 1  # and the platform's own account
     assert len(password_file_entries(env.settings)) == counts["broker_accounts"]
 
 
 async def test_demo_city_has_the_documented_shape(env) -> None:
-    levels = {
-        r["level"]: r["n"] for r in await env.pool.fetch("SELECT level, count(*) AS n FROM units GROUP BY 1")
-    }
+    levels = {r["level"]: r["n"] for r in await env.pool.fetch("SELECT level, count(*) AS n FROM units GROUP BY 1")}
     assert levels["city"] == 1
     assert levels["district"] == 3
     assert levels["grid"] == 36
 
-    demo_devices = await env.pool.fetchval(
-        "SELECT count(*) FROM devices WHERE device_id ~ $1", DEMO_DEVICE_ID
-    )
+    demo_devices = await env.pool.fetchval("SELECT count(*) FROM devices WHERE device_id ~ $1", DEMO_DEVICE_ID)
     assert 900 <= demo_devices <= 1100, demo_devices
     # Devices hang off grid cells only.
     misplaced = await env.pool.fetch(
-        "SELECT d.device_id, u.level FROM devices d JOIN units u ON u.code = d.grid_code"
-        " WHERE u.level <> 'grid'"
+        "SELECT d.device_id, u.level FROM devices d JOIN units u ON u.code = d.grid_code WHERE u.level <> 'grid'"
     )
     assert misplaced == []
 
@@ -453,17 +441,14 @@ def _positive_number(v: Any) -> bool:
 
 async def test_status_reports_presses_incidents_notifications_and_latency(env) -> None:
     grids = [
-        r["code"]
-        for r in await env.pool.fetch("SELECT code FROM units WHERE level = 'grid' ORDER BY code LIMIT 5")
+        r["code"] for r in await env.pool.fetch("SELECT code FROM units WHERE level = 'grid' ORDER BY code LIMIT 5")
     ]
     assert len(grids) == 5
     tag = uuid.uuid4().hex[:6]
     devices: list[tuple[str, str]] = []
     for n, grid in enumerate(grids):
         out = (
-            await ok(
-                env, "device", "add", "--grid", grid, "--kind", "panic_button", "--id", f"cli-st-{tag}-{n}"
-            )
+            await ok(env, "device", "add", "--grid", grid, "--kind", "panic_button", "--id", f"cli-st-{tag}-{n}")
         ).json()
         devices.append((out["device_id"], out["mqtt"]["password"]))
     ids = [d for d, _ in devices]
@@ -475,9 +460,7 @@ async def test_status_reports_presses_incidents_notifications_and_latency(env) -
         clients = [await connect(env.settings, d, p) for d, p in devices]
         await asyncio.gather(
             *(
-                asyncio.wait_for(
-                    c.publish(topics.device_events(d), orjson.dumps(event_payload(d)), qos=1), 10
-                )
+                asyncio.wait_for(c.publish(topics.device_events(d), orjson.dumps(event_payload(d)), qos=1), 10)
                 for c, d in zip(clients, ids, strict=True)
             )
         )

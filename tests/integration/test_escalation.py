@@ -105,9 +105,7 @@ async def test_unacknowledged_p1_climbs_every_level_at_its_deadline(env, store, 
         row = await incident(env, iid)
         assert row["level"] == level, f"at {at} s"
         assert row["due_at"] > t0 + timedelta(seconds=at)
-        escalated = [
-            (o, r) for o, k, r in await notified(env, iid, "escalated") if o.startswith(f"do-{unit}-")
-        ]
+        escalated = [(o, r) for o, k, r in await notified(env, iid, "escalated") if o.startswith(f"do-{unit}-")]
         assert sorted(o for o, _ in escalated) == [f"do-{unit}-1", f"do-{unit}-2"]
         assert {r for _, r in escalated} == {reason}
     # Those escalated past were told the incident moved on.
@@ -147,8 +145,7 @@ async def test_acknowledgement_without_arrival_resumes_escalation(env, store, ti
     reasons = {r for _, _, r in await notified(env, iid, "escalated")}
     assert reasons == {"nobody reported on scene within 600 s of the acknowledgement"}
     receipts = await env.pool.fetch(
-        "SELECT convert_from(payload, 'UTF8')::jsonb ->> 'status' AS s FROM outbox "
-        "WHERE topic = $1 ORDER BY id",
+        "SELECT convert_from(payload, 'UTF8')::jsonb ->> 'status' AS s FROM outbox WHERE topic = $1 ORDER BY id",
         f"pingan/v1/devices/{dev.device_id}/receipts",
     )
     assert [r["s"] for r in receipts] == ["incident_opened", "acknowledged"]
@@ -234,9 +231,7 @@ async def test_burst_in_one_building_forms_one_major_incident(env, timer, clock)
     assert still_open == 0
     assert {
         m["referral"]
-        for m in await env.pool.fetch(
-            "SELECT referral FROM incidents WHERE major_id = $1", major["incident_id"]
-        )
+        for m in await env.pool.fetch("SELECT referral FROM incidents WHERE major_id = $1", major["incident_id"])
     } == {"119"}
 
 
@@ -287,8 +282,7 @@ async def test_a_timer_killed_mid_step_leaves_the_step_to_the_other(env, store, 
     other = EscalationTimer(env.settings, env.pool)
     await other.step(t0 + timedelta(seconds=60))
     levels = {
-        r["level"]
-        for r in await env.pool.fetch("SELECT level FROM incidents WHERE incident_id = ANY($1::uuid[])", ids)
+        r["level"] for r in await env.pool.fetch("SELECT level FROM incidents WHERE incident_id = ANY($1::uuid[])", ids)
     }
     assert levels == {"grid"}
     # The victim's connection dies (as with SIGKILL of its process).
@@ -297,8 +291,7 @@ async def test_a_timer_killed_mid_step_leaves_the_step_to_the_other(env, store, 
         await asyncio.wait_for(task, 10)
     assert await other.step(t0 + timedelta(seconds=60)) >= len(ids)
     levels = {
-        r["level"]
-        for r in await env.pool.fetch("SELECT level FROM incidents WHERE incident_id = ANY($1::uuid[])", ids)
+        r["level"] for r in await env.pool.fetch("SELECT level FROM incidents WHERE incident_id = ANY($1::uuid[])", ids)
     }
     assert levels == {"community"}
     escalations = await env.pool.fetchval(

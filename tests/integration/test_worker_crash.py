@@ -64,9 +64,7 @@ async def test_worker_killed_mid_stream_loses_nothing_and_duplicates_nothing(env
             dev, client = devices[n % len(devices)]
             body = event_payload(dev.device_id, seq=n // len(devices) + 1)
             ids.append(body["event_id"])
-            pending.append(
-                client.client.publish_nowait(topics.device_events(dev.device_id), orjson.dumps(body), qos=1)
-            )
+            pending.append(client.client.publish_nowait(topics.device_events(dev.device_id), orjson.dumps(body), qos=1))
             if n == total // 3:
                 # Make sure the worker is mid-stream: it has recorded some, not all.
                 deadline = time.monotonic() + 30
@@ -101,9 +99,7 @@ async def test_worker_killed_mid_stream_loses_nothing_and_duplicates_nothing(env
         recorded = [r["event_id"] for r in rows]
         assert len(recorded) == len(set(recorded)), "an event was recorded twice"
         missing = set(acked) - set(recorded)
-        assert not missing, (
-            f"{len(missing)} acknowledged presses lost; worker log:\n{log_path.read_text()[-3000:]}"
-        )
+        assert not missing, f"{len(missing)} acknowledged presses lost; worker log:\n{log_path.read_text()[-3000:]}"
         assert len(recorded) == total
 
         # Every incident got its notification queued, none without (a member of a major

@@ -44,6 +44,7 @@ class TestEnvironment:
             mqtt_session_expiry_s=60,
             instance_id=f"test-{tag}",
             poll_interval_s=0.5,
+            http_port=0,
         )
         conn = await db.connect(settings.database_url)
         try:
@@ -58,9 +59,7 @@ class TestEnvironment:
     async def add_device(self, grid_code: str = "990102001001001", kind: str = "panic_button") -> Provisioned:
         device_id = f"t-{uuid.uuid4().hex[:12]}"
         async with self.pool.acquire() as conn:
-            p = await add_device(
-                conn, device_id=device_id, grid_code=grid_code, kind=kind, address="测试楼 1-101"
-            )
+            p = await add_device(conn, device_id=device_id, grid_code=grid_code, kind=kind, address="测试楼 1-101")
             await sync_broker_credentials(conn, self.settings)
         return p
 

@@ -70,9 +70,7 @@ class Collector:
         await self.client.stop()
 
 
-async def device_client(
-    settings: Settings, device_id: str, password: str, *, receipts: bool = True
-) -> Collector:
+async def device_client(settings: Settings, device_id: str, password: str, *, receipts: bool = True) -> Collector:
     c = MqttClient(
         host=settings.mqtt_host,
         port=settings.mqtt_port,

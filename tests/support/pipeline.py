@@ -11,7 +11,9 @@ import asyncpg
 from core import kafka
 from core.lifecycle import Component, supervise
 from core.settings import Settings
+from dispatch.api.app import ApiServer
 from gateways.mqtt_gateway import MqttGateway
+from gateways.officer_actions_gateway import OfficerActionsGateway
 from workers.escalation_timer import EscalationTimer
 from workers.escalation_worker import EscalationWorker
 from workers.notifier import Notifier
@@ -25,7 +27,7 @@ class Pipeline:
         settings: Settings,
         pool: asyncpg.Pool[Any],
         *,
-        names: tuple[str, ...] = ("gateway", "worker", "notifier", "relay", "timer"),
+        names: tuple[str, ...] = ("gateway", "worker", "notifier", "relay", "timer", "officer-actions", "api"),
     ) -> None:
         self.settings = settings
         self.components: list[Component] = []
@@ -42,6 +44,12 @@ class Pipeline:
         if "relay" in names:
             self.relay = OutboxRelay(settings, pool)
             self.components.append(self.relay)
+        if "api" in names:
+            self.api = ApiServer(settings, pool)
+            self.components.append(self.api)
+        if "officer-actions" in names:
+            self.actions = OfficerActionsGateway(settings, pool)
+            self.components.append(self.actions)
         if "timer" in names:
             self.timer = EscalationTimer(settings, pool)
             self.components.append(self.timer)
