@@ -32,7 +32,7 @@ class SimulatorComponent(Component):
         finally:
             await conn.close()
         await asyncio.sleep(2.0)  # let the gateway subscribe first
-        sim = Simulator(self.settings, devices, rate=self.rate, on_tick=self._show)
+        sim = Simulator(self.settings, devices, rate=self.rate, on_tick=self._show, respond=True)
         stats = await sim.run(stop=self._stop)
         self._show(stats)
         sys.stdout.write("\n")
@@ -48,6 +48,9 @@ class SimulatorComponent(Component):
             f" joined {s.receipts.get('incident_joined', 0)}"
             f" | rejected {s.receipts.get('rejected', 0)}"
             f" | officers notified {s.notifications}"
+            f" | escalations {s.escalations}"
+            f" | officer actions {s.officer_actions}"
+            f" | closed {s.receipts.get('resolved', 0)}"
             f" | press->notification p50 {ms(percentile(s.to_notification_ms, 0.5))} ms"
             f" p99 {ms(percentile(s.to_notification_ms, 0.99))} ms"
         )

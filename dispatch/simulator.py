@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
 import orjson
 import structlog
 
@@ -53,7 +52,9 @@ class SimStats:
     publish_errors: int = 0
     heartbeats_sent: int = 0
     receipts: dict[str, int] = field(default_factory=dict)
-    notifications: int = 0
+    notifications: int = 0  # first pages of incidents opened by our presses
+    escalations: int = 0
+    officer_actions: int = 0
     to_accepted_ms: list[float] = field(default_factory=list)
     to_incident_ms: list[float] = field(default_factory=list)
     to_notification_ms: list[float] = field(default_factory=list)
@@ -74,6 +75,8 @@ class SimStats:
             "heartbeats_sent": self.heartbeats_sent,
             "receipts": dict(self.receipts),
             "officer_notifications": self.notifications,
+            "escalations_seen": self.escalations,
+            "simulated_officer_actions": self.officer_actions,
             "press_to_accepted_receipt_ms": pct(self.to_accepted_ms),
             "press_to_incident_receipt_ms": pct(self.to_incident_ms),
             "press_to_notification_ms": pct(self.to_notification_ms),
@@ -101,6 +104,7 @@ class Simulator:
         heartbeat_share: float = 0.0,
         seed: int | None = None,
         on_tick: Callable[[SimStats], None] | None = None,
+        respond: bool = False,
     ) -> None:
         self.settings = settings
         self.devices = devices
@@ -109,6 +113,8 @@ class Simulator:
         self.rng = random.Random(seed)
         self.stats = SimStats()
         self.on_tick = on_tick
+        self.respond = respond
+        self._responding: set[str] = set()
         self._clients: dict[str, MqttClient] = {}
         self._seq: dict[str, int] = {}
         self._pressed: dict[str, float] = {}  # event_id -> monotonic time of the press
@@ -245,13 +251,44 @@ class Simulator:
                 self.stats.to_incident_ms.append(ms)
 
     async def _watch_notifications(self, observer: MqttClient) -> None:
+        first_paged: set[str] = set()
         async for msg in observer.messages():
-            with contextlib.suppress(msgspec.DecodeError, ValueError):
+            with contextlib.suppress(ValueError):
                 n = orjson.loads(msg.payload)
-                t0 = self._pressed.get(n.get("event_id", ""))
-                if t0 is not None:
-                    self.stats.notifications += 1
-                    self.stats.to_notification_ms.append((msg.received_monotonic - t0) * 1000)
+                kind = n.get("kind")
+                if kind == "escalated":
+                    self.stats.escalations += 1
+                if kind not in ("incident_opened", "major_incident", "escalated"):
+                    continue
+                incident_id = n.get("incident_id", "")
+                if kind != "escalated":
+                    t0 = self._pressed.get(n.get("event_id", ""))
+                    if t0 is not None and incident_id not in first_paged:
+                        first_paged.add(incident_id)
+                        self.stats.notifications += 1
+                        self.stats.to_notification_ms.append((msg.received_monotonic - t0) * 1000)
+                if self.respond and incident_id not in self._responding:
+                    self._responding.add(incident_id)
+                    self._spawn(self._respond(observer, n["officer_id"], incident_id), f"sim.respond.{incident_id}")
+
+    async def _respond(self, client: MqttClient, officer_id: str, incident_id: str) -> None:
+        """A simulated officer: most acknowledge within seconds, go on scene and resolve; some
+        never answer, so the demo shows escalation too."""
+        if self.rng.random() < 0.25:
+            return
+        steps = [
+            ("acknowledge", {}),
+            ("on_scene", {}),
+            ("resolve", {"outcome": self.rng.choice(["resolved", "resolved", "resolved", "false_alarm"])}),
+        ]
+        for action, extra in steps:
+            await asyncio.sleep(self.rng.uniform(3, 15))
+            body = {"action_id": f"sim-{uuid.uuid4().hex}", "incident_id": incident_id, "action": action, **extra}
+            try:
+                await client.publish(f"{topics.MQTT_ROOT}/officers/{officer_id}/actions", orjson.dumps(body), qos=1)
+                self.stats.officer_actions += 1
+            except MqttError:
+                return
 
 
 async def load_demo_devices(conn: Any, settings: Settings, limit: int) -> list[SimDevice]:
