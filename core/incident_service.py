@@ -119,7 +119,8 @@ _RECEIPT_STATUS: Final = {
 def state_from_row(row: asyncpg.Record) -> IncidentState:
     return IncidentState(
         status=row["status"],
-        policy=Policy.from_json(row["policy"]),
+        # Incidents from before policies were frozen on them follow the default of their priority.
+        policy=Policy.from_json(row["policy"]) if row["policy"] else DEFAULT_POLICIES[row["priority"]],
         pressed_at=row["received_at"],  # the platform's clock: the grace period runs from it
         opened_at=row["opened_at"],
         level_index=row["level_index"],

@@ -181,6 +181,69 @@ def cmd_officer_mqtt_password(args: argparse.Namespace, settings: Settings) -> i
     return 0
 
 
+def cmd_policy_show(args: argparse.Namespace, settings: Settings) -> int:
+    from core.incident_service import IncidentService
+    from schemas.topics import KafkaTopics
+
+    service = IncidentService(KafkaTopics(settings.kafka_topic_prefix))
+
+    async def go(conn: Any) -> Any:
+        level = await conn.fetchval("SELECT level FROM units WHERE code = $1", args.unit)
+        if level is None:
+            raise PinganError(f"no unit {args.unit}")
+        grid = await conn.fetchval(
+            "SELECT code FROM units WHERE level = 'grid' AND $1 = ANY(path) ORDER BY code LIMIT 1", args.unit
+        )
+        out = {}
+        for priority in range(1, 6):
+            policy = await service.policy_for(conn, grid, priority) if grid else None
+            out[str(priority)] = policy.to_json() if policy else None
+        return {"unit": args.unit, "level": level, "in_force_for_its_grid_cells": out}
+
+    _print_json(asyncio.run(_with_conn(settings, go)))
+    return 0
+
+
+def cmd_policy_set(args: argparse.Namespace, settings: Settings) -> int:
+    from core.incident_model import LEVELS, Policy
+
+    try:
+        acks = [int(x) for x in args.ack.split(",")]
+        reminders = None if args.remind in (None, 0) else args.remind
+        policy = Policy.from_json(
+            {
+                "priority": args.priority,
+                "cancel_grace_s": args.grace,
+                "levels": [
+                    {"level": LEVELS[i], "ack_s": a, "arrive_s": args.arrive, "remind_s": reminders}
+                    for i, a in enumerate(acks)
+                ],
+            }
+        )
+    except (ValueError, IndexError) as exc:
+        raise PinganError(f"invalid policy: {exc} (--ack takes 1 to 5 comma-separated seconds, grid first)") from exc
+
+    async def go(conn: Any) -> None:
+        if await conn.fetchval("SELECT level FROM units WHERE code = $1", args.unit) is None:
+            raise PinganError(f"no unit {args.unit}")
+        levels = policy.to_json()["levels"]
+        await conn.execute(
+            """INSERT INTO escalation_policies (unit_code, priority, levels, cancel_grace_s, updated_by)
+               VALUES ($1, $2, $3, $4, 'cli')
+               ON CONFLICT (unit_code, priority) DO UPDATE
+                  SET levels = EXCLUDED.levels, cancel_grace_s = EXCLUDED.cancel_grace_s,
+                      updated_at = clock_timestamp(), updated_by = 'cli'""",
+            args.unit,
+            args.priority,
+            levels,
+            args.grace,
+        )
+
+    asyncio.run(_with_conn(settings, go))
+    print(f"policy for unit {args.unit}, priority {args.priority} saved; incidents opened from now on use it")
+    return 0
+
+
 def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
     from datetime import timedelta
 
@@ -307,6 +370,21 @@ def parser() -> argparse.ArgumentParser:
     sp = off.add_parser("mqtt-password", help="set the officer app's MQTT password (printed once)")
     sp.add_argument("officer_id")
     sp.set_defaults(fn=cmd_officer_mqtt_password)
+
+    pol = sub.add_parser("policy", help="escalation policies per unit and priority").add_subparsers(
+        dest="policy_command", required=True, metavar="action"
+    )
+    sp = pol.add_parser("show", help="the policies in force for a unit's grid cells (JSON)")
+    sp.add_argument("--unit", required=True)
+    sp.set_defaults(fn=cmd_policy_show)
+    sp = pol.add_parser("set", help="set a unit's policy for one priority (its subtree inherits it)")
+    sp.add_argument("--unit", required=True)
+    sp.add_argument("--priority", type=int, required=True, choices=range(1, 6))
+    sp.add_argument("--ack", required=True, help="seconds to acknowledge per level, grid first: 60,60,90,120,120")
+    sp.add_argument("--arrive", type=int, default=600, help="seconds from acknowledgement to on scene (default 600)")
+    sp.add_argument("--remind", type=int, default=None, help="reminder interval in seconds (default none)")
+    sp.add_argument("--grace", type=int, default=120, help="seconds a resident may cancel (default 120)")
+    sp.set_defaults(fn=cmd_policy_set)
 
     sp = sub.add_parser("stats", help="response times and resolution rate of a unit (JSON)")
     sp.add_argument("--unit", default="990100", help="unit code (default: the demo city)")

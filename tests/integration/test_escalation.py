@@ -358,3 +358,17 @@ async def test_an_action_the_state_forbids_is_refused_and_changes_nothing(env, s
             await service.perform(conn, iid, Acknowledge(f"go-{GRID}", 0), clock.now, change="acknowledged")
     assert err.value.code == "incident_closed"
     assert await incident(env, iid) == before
+
+
+async def test_incident_without_a_frozen_policy_follows_the_default(env, store, timer, clock) -> None:
+    """Incidents opened before policies existed (empty policy, no deadline) escalate too."""
+    dev = await env.add_device(GRID)
+    iid = await press(env, store, clock, dev.device_id)
+    await env.pool.execute(
+        "UPDATE incidents SET policy = '{}'::jsonb, deadline_at = opened_at + interval '60 seconds', "
+        "remind_at = NULL, due_at = opened_at + interval '60 seconds' WHERE incident_id = $1::uuid",
+        iid,
+    )
+    await timer.step(clock.now + timedelta(seconds=60))
+    row = await incident(env, iid)
+    assert row["level"] == "community" and row["due_at"] is not None
