@@ -46,3 +46,18 @@ async def revoke(conn: asyncpg.Connection[Any], token: str, *, now: datetime) ->
         now,
     )
     return bool(done)
+
+
+async def sign_in(
+    conn: asyncpg.Connection[Any], officer_id: str, password: str, *, ttl: timedelta, now: datetime
+) -> tuple[str, Officer] | None:
+    """A new session for the right password of an active officer; None otherwise."""
+    from core.passwords import verify
+
+    encoded = await conn.fetchval("SELECT password_hash FROM officers WHERE officer_id = $1 AND active", officer_id)
+    if not verify(password, encoded):
+        return None
+    officer = await load_officer(conn, officer_id)
+    if officer is None:
+        return None
+    return await issue(conn, officer_id, ttl=ttl, now=now), officer

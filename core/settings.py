@@ -65,6 +65,9 @@ class Settings:
     correlation_threshold: int = 4
     """Distinct devices of one building (or grid cell) alarming within the window that form
     one major incident."""
+    session_ttl_h: float = 12.0
+    device_offline_after_s: int = 600
+    """A device not heard from for this long is shown offline."""
     http_host: str = "127.0.0.1"
     http_port: int = 8080
 

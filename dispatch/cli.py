@@ -143,6 +143,38 @@ def cmd_officer_token(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_officer_password(args: argparse.Namespace, settings: Settings) -> int:
+    from core.passwords import hash_password
+    from dispatch.credentials import new_password
+
+    password = new_password()
+
+    async def go(conn: Any) -> None:
+        done = await conn.fetchval(
+            "UPDATE officers SET password_hash = $2, password_changed_at = now() "
+            "WHERE officer_id = $1 AND active RETURNING true",
+            args.officer_id,
+            hash_password(password),
+        )
+        if not done:
+            raise PinganError(f"no active officer {args.officer_id!r}")
+        # A new password ends the officer's sessions.
+        await conn.execute(
+            "UPDATE officer_sessions SET revoked_at = now() WHERE officer_id = $1 AND revoked_at IS NULL",
+            args.officer_id,
+        )
+
+    asyncio.run(_with_conn(settings, go))
+    _print_json(
+        {
+            "officer_id": args.officer_id,
+            "password": password,
+            "note": "shown once; stored only as an argon2 hash; earlier sessions are signed out",
+        }
+    )
+    return 0
+
+
 def cmd_officer_mqtt_password(args: argparse.Namespace, settings: Settings) -> int:
     from core.mosquitto_passwords import hash_password
     from dispatch.credentials import new_password, sync_broker_credentials
@@ -367,6 +399,9 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("officer_id")
     sp.add_argument("--hours", type=float, default=12.0, help="lifetime (default 12 h)")
     sp.set_defaults(fn=cmd_officer_token)
+    sp = off.add_parser("password", help="set an officer's duty-desk password (generated and printed once)")
+    sp.add_argument("officer_id")
+    sp.set_defaults(fn=cmd_officer_password)
     sp = off.add_parser("mqtt-password", help="set the officer app's MQTT password (printed once)")
     sp.add_argument("officer_id")
     sp.set_defaults(fn=cmd_officer_mqtt_password)

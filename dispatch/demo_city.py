@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 
 from core.mosquitto_passwords import hash_password
+from core.passwords import hash_password as hash_officer_password
 from core.settings import Settings
 from dispatch.credentials import demo_password
 
@@ -24,6 +25,7 @@ DISTRICTS = [
 STREETS = [("幸福街道", "Xingfu Street"), ("和平街道", "Heping Street")]
 COMMUNITIES = [("春晖社区", "Chunhui Community"), ("翠竹社区", "Cuizhu Community")]
 GRIDS_PER_COMMUNITY = 3
+DEMO_OFFICER_PASSWORD = "pingan-demo"
 DEVICES_PER_GRID = 28
 KIND_WEIGHTS = {
     "panic_button": 40,
@@ -102,6 +104,19 @@ async def seed(conn: asyncpg.Connection[Any], settings: Settings, *, seed_value:
                   AND NOT EXISTS (SELECT 1 FROM duty_shifts s WHERE s.officer_id = o.officer_id)""",
             [o[0] for o in officers],
         )
+        # Demo officers sign in to the duty desk with DEMO_OFFICER_PASSWORD (demo only).
+        missing = await conn.fetch(
+            "SELECT officer_id FROM officers WHERE password_hash IS NULL AND officer_id = ANY($1::text[])",
+            [o[0] for o in officers],
+        )
+        if missing:
+            encoded = hash_officer_password(DEMO_OFFICER_PASSWORD)  # one hash: the same password for all
+            await conn.execute(
+                "UPDATE officers SET password_hash = $2, password_changed_at = now() "
+                "WHERE officer_id = ANY($1::text[])",
+                [r["officer_id"] for r in missing],
+                encoded,
+            )
         kinds = list(KIND_WEIGHTS)
         weights = list(KIND_WEIGHTS.values())
         devices = []

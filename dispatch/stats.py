@@ -114,3 +114,25 @@ async def response_times(
         "children": [_shape(r) for r in children if r["unit"] is not None],
         "acknowledged_at_level": {r["ack_level"]: int(r["n"]) for r in by_level},
     }
+
+
+def to_csv(body: dict[str, Any]) -> str:
+    """The statistics as CSV, one row for the unit and one per child unit."""
+    import csv
+    import io
+
+    out = io.StringIO()
+    w = csv.writer(out)
+    header = ["unit", "incidents", "open", "closed", "resolved", "false_alarms", "cancelled", "resolution_rate"]
+    measures = ["to_notify", "to_acknowledge", "to_arrive", "to_resolve"]
+    for m in measures:
+        header += [f"{m}_n", f"{m}_p50_s", f"{m}_p90_s", f"{m}_p99_s"]
+    w.writerow(["period", body["from"], body["to"], "unit", body["unit"]["code"], body["unit"]["name"]])
+    w.writerow(header)
+    for row in [body["total"], *body["children"]]:
+        line = [row.get(k) for k in header[:8]]
+        for m in measures:
+            rt = row.get("response_times_s", {}).get(m, {})
+            line += [rt.get("n"), rt.get("p50"), rt.get("p90"), rt.get("p99")]
+        w.writerow(["" if v is None else v for v in line])
+    return out.getvalue()

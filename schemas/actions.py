@@ -41,3 +41,10 @@ class ActionResult(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True
     level: str | None = None
     code: str | None = None
     message: str | None = None
+
+
+class SignIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """The body of `POST /api/v1/auth/sign-in`."""
+
+    officer_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    password: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]

@@ -14,7 +14,6 @@ from typing import Any
 
 import asyncpg
 import msgspec
-import orjson
 import structlog
 from aiohttp import web
 
@@ -23,37 +22,36 @@ from core.errors import NotFound
 from core.incident_model import IllegalAction
 from core.incident_service import IncidentService
 from core.lifecycle import Component
-from core.officer_actions import Forbidden, Officer, Unauthenticated, covers, parse_incident_id, perform
-from core.sessions import authenticate
+from core.officer_actions import Forbidden, Unauthenticated, covers, parse_incident_id, perform
+from core.sessions import revoke, sign_in
 from core.settings import Settings
 from core.timeutil import utcnow
 from dispatch import stats
+from dispatch.api import queries
+from dispatch.api.common import (
+    CLOCK,
+    POOL,
+    SERVICE,
+    SESSION_COOKIE,
+    SETTINGS,
+    current_officer,
+    error,
+    int_param,
+    json_response,
+    time_param,
+    token_of,
+)
+from dispatch.api.live import FEED, LiveFeed, websocket
+from dispatch.api.metrics import metrics
 from dispatch.api.openapi import OPENAPI
-from schemas.actions import ActionRequest
+from schemas.actions import ActionRequest, SignIn
 
 log = structlog.get_logger(__name__)
 
-POOL: web.AppKey[asyncpg.Pool[Any]] = web.AppKey("pool", asyncpg.Pool)
-SERVICE: web.AppKey[IncidentService] = web.AppKey("service", IncidentService)
-CLOCK: web.AppKey[Callable[[], datetime]] = web.AppKey("clock", object)  # type: ignore[arg-type]
-
 _action_decoder = msgspec.json.Decoder(ActionRequest)
+_sign_in_decoder = msgspec.json.Decoder(SignIn)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def json_response(body: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(body, default=_default), status=status, content_type="application/json")
-
-
-def _default(obj: Any) -> Any:
-    if isinstance(obj, datetime):
-        return obj.isoformat()
-    return str(obj)
-
-
-def error(status: int, code: str, message: str) -> web.Response:
-    return json_response({"code": code, "message": message}, status=status)
 
 
 @web.middleware
@@ -81,18 +79,6 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return error(500, "internal", "internal error; it is logged")
 
 
-async def current_officer(request: web.Request) -> Officer:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthenticated("sign in: send Authorization: Bearer <token>")
-    async with request.app[POOL].acquire() as conn:
-        officer = await authenticate(conn, token.strip(), now=request.app[CLOCK]())
-    if officer is None:
-        raise Unauthenticated("the token is unknown, expired or revoked")
-    return officer
-
-
 async def healthz(request: web.Request) -> web.Response:
     return json_response({"ok": True})
 
@@ -112,9 +98,7 @@ async def openapi(request: web.Request) -> web.Response:
 
 async def me(request: web.Request) -> web.Response:
     o = await current_officer(request)
-    return json_response(
-        {"officer_id": o.officer_id, "name": o.name, "role": o.role, "unit_code": o.unit_code, "level": o.unit_level}
-    )
+    return json_response(_officer_json(o))
 
 
 _INCIDENT = """
@@ -146,9 +130,24 @@ async def get_incident(request: web.Request) -> web.Response:
             "FROM notifications WHERE incident_id = $1 ORDER BY id",
             incident_id,
         )
+        history = []
+        if row["device_id"]:
+            history = await conn.fetch(
+                "SELECT event_id, type, occurred_at, received_at, battery FROM events "
+                "WHERE device_id = $1 ORDER BY received_at DESC LIMIT 20",
+                row["device_id"],
+            )
+        members = await conn.fetch(
+            "SELECT incident_id, device_id, status, case_number FROM incidents WHERE major_id = $1 ORDER BY opened_at",
+            incident_id,
+        )
+        grid_name = await conn.fetchval("SELECT name FROM units WHERE code = $1", row["grid_code"])
     body = dict(row)
+    body["grid_name"] = grid_name
     body["timeline"] = [dict(r) for r in timeline]
     body["notifications"] = [dict(r) for r in notes]
+    body["device_history"] = [dict(r) for r in history]
+    body["members"] = [dict(r) for r in members]
     return json_response(body)
 
 
@@ -176,24 +175,14 @@ async def post_action(request: web.Request) -> web.Response:
     )
 
 
-def _parse_time(raw: str | None, default: datetime, name: str) -> datetime:
-    if raw is None:
-        return default
-    try:
-        value = datetime.fromisoformat(raw)
-    except ValueError as exc:
-        raise web.HTTPUnprocessableEntity(text=f"{name}: not an ISO 8601 date-time: {raw!r}") from exc
-    if value.tzinfo is None:
-        raise web.HTTPUnprocessableEntity(text=f"{name}: give a UTC offset, e.g. 2026-11-26T00:00:00+08:00")
-    return value
-
-
-async def get_response_times(request: web.Request) -> web.Response:
+async def get_response_times(request: web.Request) -> web.StreamResponse:
     officer = await current_officer(request)
     unit = request.query.get("unit", officer.unit_code)
     now = request.app[CLOCK]()
-    until = _parse_time(request.query.get("to"), now, "to")
-    since = _parse_time(request.query.get("from"), until - timedelta(days=7), "from")
+    until = time_param(request, "to", now)
+    since = time_param(request, "from", None)
+    assert until is not None
+    since = since or until - timedelta(days=7)
     if since >= until:
         raise web.HTTPUnprocessableEntity(text="from must be before to")
     async with request.app[POOL].acquire() as conn:
@@ -203,16 +192,141 @@ async def get_response_times(request: web.Request) -> web.Response:
         if officer.unit_code not in path:
             raise Forbidden(f"unit {unit} is outside the jurisdiction of {officer.unit_code}")
         body = await stats.response_times(conn, unit, since, until)
+    if request.query.get("format") == "csv":
+        return web.Response(
+            body=stats.to_csv(body).encode("utf-8-sig"),  # with a BOM, so spreadsheet programs read the Chinese names
+            content_type="text/csv",
+            charset="utf-8",
+            headers={"Content-Disposition": f'attachment; filename="response-times-{unit}.csv"'},
+        )
     return json_response(body)
 
 
+async def post_sign_in(request: web.Request) -> web.Response:
+    raw = await request.read()
+    if len(raw) > 4096:
+        return error(413, "too_large", "the body is larger than 4 KiB")
+    body = _sign_in_decoder.decode(raw)
+    settings = request.app[SETTINGS]
+    async with request.app[POOL].acquire() as conn:
+        result = await sign_in(
+            conn,
+            body.officer_id,
+            body.password,
+            ttl=timedelta(hours=settings.session_ttl_h),
+            now=request.app[CLOCK](),
+        )
+    if result is None:
+        log.info("sign-in refused", officer_id=body.officer_id[:64])
+        return error(401, "bad_credentials", "unknown officer or wrong password")
+    token, officer = result
+    log.info("signed in", officer_id=officer.officer_id)
+    resp = json_response(
+        {
+            "token": token,
+            "expires_in_s": int(settings.session_ttl_h * 3600),
+            "officer": _officer_json(officer),
+        }
+    )
+    resp.set_cookie(
+        SESSION_COOKIE, token, httponly=True, samesite="Strict", path="/", max_age=int(settings.session_ttl_h * 3600)
+    )
+    return resp
+
+
+async def post_sign_out(request: web.Request) -> web.Response:
+    token = token_of(request)
+    if token is not None:
+        async with request.app[POOL].acquire() as conn:
+            await revoke(conn, token, now=request.app[CLOCK]())
+    resp = web.Response(status=204)
+    resp.del_cookie(SESSION_COOKIE, path="/")
+    return resp
+
+
+def _officer_json(o: Any) -> dict[str, Any]:
+    return {"officer_id": o.officer_id, "name": o.name, "role": o.role, "unit_code": o.unit_code, "level": o.unit_level}
+
+
+async def list_incidents(request: web.Request) -> web.Response:
+    officer = await current_officer(request)
+    state = request.query.get("state", "open")
+    if state not in ("open", "closed"):
+        raise web.HTTPUnprocessableEntity(text="state: open or closed")
+    unit = request.query.get("unit")
+    limit = int_param(request, "limit", 200, lo=1, hi=1000)
+    offset = int_param(request, "offset", 0, lo=0, hi=1_000_000)
+    sql = queries.LIST_OPEN if state == "open" else queries.LIST_CLOSED
+    async with request.app[POOL].acquire() as conn:
+        if unit is not None and not await _unit_in(conn, unit, officer.unit_code):
+            raise Forbidden(f"unit {unit} is outside the jurisdiction of {officer.unit_code}")
+        rows = await conn.fetch(sql, officer.unit_code, unit, limit, offset)
+        newest = await conn.fetchval("SELECT max(updated_at) FROM incidents")
+    return json_response({"items": [dict(r) for r in rows], "limit": limit, "offset": offset, "cursor": newest})
+
+
+async def _unit_in(conn: Any, unit: str, root: str) -> bool:
+    path = await conn.fetchval("SELECT path FROM units WHERE code = $1", unit)
+    if path is None:
+        raise NotFound(f"no unit {unit}")
+    return root in path
+
+
+async def list_units(request: web.Request) -> web.Response:
+    officer = await current_officer(request)
+    rows = await request.app[POOL].fetch(
+        "SELECT code, level, parent_code, name, name_en FROM units WHERE $1 = ANY(path) ORDER BY code",
+        officer.unit_code,
+    )
+    return json_response({"items": [dict(r) for r in rows]})
+
+
+_DEVICES = """
+SELECT d.device_id, d.kind, d.grid_code, g.name AS grid_name, g.name_en AS grid_name_en, d.address,
+       d.building, d.active, d.last_seen_at, d.battery,
+       (d.last_seen_at IS NOT NULL AND d.last_seen_at > $4) AS online,
+       (d.battery IS NOT NULL AND d.battery < 20) AS low_battery
+  FROM devices d JOIN units g ON g.code = d.grid_code
+ WHERE $1 = ANY(g.path) AND ($2::text IS NULL OR $2 = ANY(g.path))
+   AND CASE $3
+         WHEN 'online' THEN d.last_seen_at > $4
+         WHEN 'offline' THEN d.last_seen_at IS NULL OR d.last_seen_at <= $4
+         WHEN 'low_battery' THEN d.battery < 20
+         WHEN 'inactive' THEN NOT d.active
+         ELSE true END
+ ORDER BY d.grid_code, d.device_id
+ LIMIT $5 OFFSET $6
+"""
+
+
+async def list_devices(request: web.Request) -> web.Response:
+    officer = await current_officer(request)
+    state = request.query.get("state", "all")
+    if state not in ("all", "online", "offline", "low_battery", "inactive"):
+        raise web.HTTPUnprocessableEntity(text="state: all, online, offline, low_battery or inactive")
+    unit = request.query.get("unit")
+    limit = int_param(request, "limit", 200, lo=1, hi=2000)
+    offset = int_param(request, "offset", 0, lo=0, hi=10_000_000)
+    online_since = request.app[CLOCK]() - timedelta(seconds=request.app[SETTINGS].device_offline_after_s)
+    async with request.app[POOL].acquire() as conn:
+        if unit is not None and not await _unit_in(conn, unit, officer.unit_code):
+            raise Forbidden(f"unit {unit} is outside the jurisdiction of {officer.unit_code}")
+        rows = await conn.fetch(_DEVICES, officer.unit_code, unit, state, online_since, limit, offset)
+    return json_response({"items": [dict(r) for r in rows], "limit": limit, "offset": offset})
+
+
 def build_app(
-    settings: Settings, pool: asyncpg.Pool[Any], *, clock: Callable[[], datetime] = utcnow
+    settings: Settings,
+    pool: asyncpg.Pool[Any],
+    *,
+    clock: Callable[[], datetime] = utcnow,
+    feed: LiveFeed | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=[errors_middleware], client_max_size=64 * 1024)
     app[POOL] = pool
     app[SERVICE] = IncidentService(kafka.topics(settings))
     app[CLOCK] = clock
+    app[SETTINGS] = settings
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/api/v1/openapi.json", openapi)
@@ -220,6 +334,21 @@ def build_app(
     app.router.add_get("/api/v1/incidents/{incident_id}", get_incident)
     app.router.add_post("/api/v1/incidents/{incident_id}/actions", post_action)
     app.router.add_get("/api/v1/stats/response-times", get_response_times)
+    app.router.add_post("/api/v1/auth/sign-in", post_sign_in)
+    app.router.add_post("/api/v1/auth/sign-out", post_sign_out)
+    app.router.add_get("/api/v1/incidents", list_incidents)
+    app.router.add_get("/api/v1/units", list_units)
+    app.router.add_get("/api/v1/devices", list_devices)
+    app.router.add_get("/api/v1/ws", websocket)
+    app.router.add_get("/metrics", metrics)
+    if feed is not None:
+        app[FEED] = feed
+    try:
+        from dispatch.web.pages import register
+    except ImportError:  # the pages are optional for an API-only deployment
+        pass
+    else:
+        register(app)
     return app
 
 
@@ -234,7 +363,9 @@ class ApiServer(Component):
         self.port: int | None = None
 
     async def run(self) -> None:
-        runner = web.AppRunner(build_app(self.settings, self.pool), access_log=None)
+        feed = LiveFeed(self.settings, self.pool)
+        await feed.start()
+        runner = web.AppRunner(build_app(self.settings, self.pool, feed=feed), access_log=None)
         await runner.setup()
         try:
             site = web.TCPSite(runner, self.settings.http_host, self.settings.http_port)
@@ -247,3 +378,4 @@ class ApiServer(Component):
             await self._stop.wait()
         finally:
             await runner.cleanup()
+            await feed.stop()
