@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 TEST_STACK_ENV := PINGAN_STACK_DIR=$(CURDIR)/.stack-test PINGAN_PG_PORT=55433 \
 	PINGAN_MQTT_PORT=18831 PINGAN_KAFKA_PORT=19094 PINGAN_KAFKA_CONTROLLER_PORT=19095
 
-.PHONY: help venv up down status wipe migrate seed demo run simulate test test-fast lint schemas \
+.PHONY: help venv up down status wipe migrate seed demo run simulate test test-fast lint schemas bench bench-full \
 	test-stack-down
 
 help:
@@ -23,6 +23,7 @@ help:
 	@echo "make up|down   start / stop the local stack (Postgres, Mosquitto, Kafka); data kept"
 	@echo "make status    show the local stack"
 	@echo "make wipe      stop the local stack and delete its data"
+	@echo "make bench     the benchmark, quick (a few minutes); make bench-full for all of it"
 	@echo "make lint      ruff and mypy"
 	@echo "make schemas   regenerate the JSON Schema documents from schemas/"
 
@@ -73,6 +74,13 @@ test: venv
 
 test-stack-down:
 	$(TEST_STACK_ENV) deploy/stack.sh down
+
+# The benchmark runs on a stack of its own (.stack-bench/, other ports).
+bench: venv
+	$(BIN)/python -m bench.run
+
+bench-full: venv
+	$(BIN)/python -m bench.run --full
 
 lint: venv
 	$(BIN)/ruff check .

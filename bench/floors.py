@@ -1,0 +1,106 @@
+"""Floors, each alone: what one MQTT QoS 1 hop, one Kafka acks=all hop and one Postgres
+commit cost on this machine. The alarm path is judged against their sum."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from bench.stats import summary
+from core.mqtt import MqttClient
+from core.settings import Settings
+
+
+async def mqtt_floor(settings: Settings, n: int) -> dict[str, Any]:
+    topic = f"pingan/v1/bench/{uuid.uuid4().hex[:8]}"
+    pub = MqttClient(
+        host=settings.mqtt_host,
+        port=settings.mqtt_port,
+        client_id=f"bench-pub-{uuid.uuid4().hex[:6]}",
+        username=settings.mqtt_username,
+        password=settings.mqtt_password,
+    )
+    sub = MqttClient(
+        host=settings.mqtt_host,
+        port=settings.mqtt_port,
+        client_id=f"bench-sub-{uuid.uuid4().hex[:6]}",
+        username=settings.mqtt_username,
+        password=settings.mqtt_password,
+    )
+    await pub.start()
+    await sub.start()
+    try:
+        await sub.subscribe(topic, qos=1)
+        it = sub.messages().__aiter__()
+        lat = []
+        for i in range(n):
+            t0 = time.monotonic()
+            await pub.publish(topic, str(i).encode(), qos=1)
+            msg = await asyncio.wait_for(it.__anext__(), 5)
+            lat.append((msg.received_monotonic - t0) * 1000)
+        return summary(lat)
+    finally:
+        await pub.stop()
+        await sub.stop()
+
+
+async def kafka_floor(settings: Settings, n: int) -> dict[str, Any]:
+    topic = f"{settings.kafka_topic_prefix}.bench-floor"
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        if topic not in await admin.list_topics():
+            await admin.create_topics([NewTopic(topic, 1, 1)])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True, linger_ms=0
+    )
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=None,
+        auto_offset_reset="latest",
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+    )
+    await producer.start()
+    await consumer.start()
+    try:
+        while not consumer.assignment():  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        for tp in consumer.assignment():
+            await consumer.seek_to_end(tp)
+        await consumer.getmany(timeout_ms=100)
+        lat = []
+        for i in range(n):
+            t0 = time.monotonic()
+            await producer.send_and_wait(topic, str(i).encode())
+            got = False
+            while not got:
+                batch = await consumer.getmany(timeout_ms=1000)
+                got = any(recs for recs in batch.values())
+            lat.append((time.monotonic() - t0) * 1000)
+        return summary(lat)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+async def postgres_floor(settings: Settings, n: int) -> dict[str, Any]:
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        await conn.execute("CREATE TEMP TABLE bench_floor (id bigserial PRIMARY KEY, v text)")
+        lat = []
+        for i in range(n):
+            t0 = time.monotonic()
+            await conn.execute("INSERT INTO bench_floor (v) VALUES ($1)", str(i))  # autocommit: one commit
+            lat.append((time.monotonic() - t0) * 1000)
+        return summary(lat)
+    finally:
+        await conn.close()

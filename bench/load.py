@@ -1,0 +1,194 @@
+"""The load generator: a fleet of simulated devices (one MQTT connection each, their own
+credentials), presses at a set rate, and what the resident and the officer see of them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from core.mqtt import MqttClient, MqttError
+from core.settings import Settings
+from core.timeutil import utcnow
+from schemas import topics
+
+
+@dataclass
+class StepResult:
+    label: str
+    rate: float
+    duration_s: float
+    sent: int = 0
+    acked: int = 0
+    publish_errors: int = 0
+    achieved_rate: float = 0.0
+    to_notification_ms: list[float] = field(default_factory=list)
+    to_receipt_ms: list[float] = field(default_factory=list)
+
+
+class Fleet:
+    def __init__(self, settings: Settings, device_ids: list[str], password: str, *, receipts: bool = True) -> None:
+        self.settings = settings
+        self.device_ids = device_ids
+        self.password = password
+        self.receipts = receipts
+        self.clients: list[MqttClient] = []
+        self._seq: dict[str, int] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self.pressed: dict[str, float] = {}  # event_id -> monotonic press time
+        self.receipt_ms: dict[str, float] = {}
+        self._next = 0
+
+    async def connect(self, concurrency: int = 200) -> float:
+        sem = asyncio.Semaphore(concurrency)
+        t0 = time.monotonic()
+
+        async def one(device_id: str) -> MqttClient | None:
+            async with sem:
+                c = MqttClient(
+                    host=self.settings.mqtt_host,
+                    port=self.settings.mqtt_port,
+                    client_id=f"bench-{device_id}",
+                    username=device_id,
+                    password=self.password,
+                    keepalive=120,
+                    name="bench.device",
+                )
+                try:
+                    await c.start(timeout=30)
+                    if self.receipts:
+                        await c.subscribe(topics.device_receipts(device_id), qos=1)
+                except (MqttError, TimeoutError):
+                    await c.stop()
+                    return None
+                return c
+
+        results = await asyncio.gather(*(one(d) for d in self.device_ids))
+        self.clients = [c for c in results if c is not None]
+        if self.receipts:
+            for c in self.clients:
+                self._tasks.append(asyncio.create_task(self._read_receipts(c), name="bench.receipts"))
+        return time.monotonic() - t0
+
+    async def _read_receipts(self, c: MqttClient) -> None:
+        async for msg in c.messages():
+            with contextlib.suppress(ValueError):
+                r = orjson.loads(msg.payload)
+                if r.get("status") == "accepted":
+                    t0 = self.pressed.get(r.get("event_id", ""))
+                    if t0 is not None:
+                        self.receipt_ms[r["event_id"]] = (msg.received_monotonic - t0) * 1000
+
+    async def close(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*(c.stop() for c in self.clients), return_exceptions=True)
+
+    def press(self, type_: str, tag: str) -> tuple[str, asyncio.Future[None]]:
+        """The next device (round robin) publishes one event; returns its id and PUBACK future."""
+        c = self.clients[self._next % len(self.clients)]
+        self._next += 1
+        device_id = c.client_id.removeprefix("bench-")
+        seq = self._seq.get(device_id, 0) + 1
+        self._seq[device_id] = seq
+        event_id = f"{tag}-{uuid.uuid4().hex[:16]}"
+        payload = orjson.dumps(
+            {
+                "event_id": event_id,
+                "device_id": device_id,
+                "type": type_,
+                "occurred_at": utcnow().isoformat(),
+                "seq": seq,
+            }
+        )
+        if type_ != "device.heartbeat":
+            self.pressed[event_id] = time.monotonic()
+        return event_id, c.publish_nowait(topics.device_events(device_id), payload, qos=1)
+
+
+class OfficerProbe:
+    """Subscribes to every officer's notifications, as the officer apps would receive them."""
+
+    def __init__(self, settings: Settings, fleet: Fleet) -> None:
+        self.settings = settings
+        self.fleet = fleet
+        self.notified_ms: dict[str, float] = {}
+        self.client = MqttClient(
+            host=settings.mqtt_host,
+            port=settings.mqtt_port,
+            client_id=f"bench-officers-{uuid.uuid4().hex[:6]}",
+            username=settings.mqtt_username,
+            password=settings.mqtt_password,
+            name="bench.probe",
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.client.start()
+        await self.client.subscribe(topics.OFFICER_NOTIFICATIONS.format(officer_id="+"), qos=1)
+        self._task = asyncio.create_task(self._read(), name="bench.probe")
+
+    async def _read(self) -> None:
+        async for msg in self.client.messages():
+            with contextlib.suppress(ValueError):
+                n = orjson.loads(msg.payload)
+                if n.get("kind") != "incident_opened":
+                    continue
+                eid = n.get("event_id", "")
+                t0 = self.fleet.pressed.get(eid)
+                if t0 is not None and eid not in self.notified_ms:
+                    self.notified_ms[eid] = (msg.received_monotonic - t0) * 1000
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.client.stop()
+
+
+async def drive(fleet: Fleet, *, rate: float, duration: float, type_: str, tag: str) -> tuple[StepResult, list[str]]:
+    """Publish `rate` events a second for `duration` seconds: every few milliseconds, as many
+    as are due by the clock (so a late wake-up is made up, never lost)."""
+    res = StepResult(tag, rate, duration)
+    ids: list[str] = []
+    futures: list[asyncio.Future[None]] = []
+    t0 = time.monotonic()
+    while (now := time.monotonic()) - t0 < duration:
+        due = int(rate * (now - t0)) + 1
+        while len(ids) < due:
+            eid, fut = fleet.press(type_, tag)
+            ids.append(eid)
+            futures.append(fut)
+        await asyncio.sleep(0.002)
+    res.sent = len(ids)
+    res.achieved_rate = res.sent / (time.monotonic() - t0)
+    results = await asyncio.gather(*(asyncio.wait_for(f, 60) for f in futures), return_exceptions=True)
+    res.acked = sum(1 for r in results if not isinstance(r, BaseException))
+    res.publish_errors = res.sent - res.acked
+    return res, ids
+
+
+async def wait_until(pred: Any, timeout: float, interval: float = 0.25) -> float:
+    """Seconds until `pred()` (awaitable) is true, or the timeout (then -1)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if await pred():
+            return time.monotonic() - t0
+        await asyncio.sleep(interval)
+    return -1.0
+
+
+def collect(res: StepResult, ids: Iterable[str], fleet: Fleet, probe: OfficerProbe) -> StepResult:
+    for eid in ids:
+        if eid in probe.notified_ms:
+            res.to_notification_ms.append(probe.notified_ms[eid])
+        if eid in fleet.receipt_ms:
+            res.to_receipt_ms.append(fleet.receipt_ms[eid])
+    return res

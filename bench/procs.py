@@ -1,0 +1,114 @@
+"""Processes of a benchmark run: the components as child processes, CPU and memory per process
+read from /proc (CPU seconds from utime+stime, RSS from statm)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+_TICKS = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def rss_mib(pid: int) -> float:
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE / 2**20
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return 0.0
+
+
+def tree_pids(pid: int) -> list[int]:
+    """The process and its descendants (postgres backends, for one)."""
+    out = [pid]
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except (FileNotFoundError, ProcessLookupError):
+        return out
+    for c in children:
+        out += tree_pids(int(c))
+    return out
+
+
+@dataclass
+class Watched:
+    name: str
+    pid: int
+    cpu0: float = 0.0
+    t0: float = 0.0
+    rss_max: float = 0.0
+    rss: list[float] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.cpu0 = sum(cpu_seconds(p) for p in tree_pids(self.pid))
+        self.t0 = time.monotonic()
+        self.rss = []
+
+    def sample(self) -> None:
+        r = sum(rss_mib(p) for p in tree_pids(self.pid))
+        self.rss.append(r)
+        self.rss_max = max(self.rss_max, r)
+
+    def cpu_share(self) -> float:
+        """CPU used since start(), as a share of one core."""
+        dt = time.monotonic() - self.t0
+        used = sum(cpu_seconds(p) for p in tree_pids(self.pid)) - self.cpu0
+        return used / dt if dt > 0 else 0.0
+
+
+class Components:
+    """`dispatch <component>` child processes, one per component, with the bench's settings."""
+
+    def __init__(self, env: dict[str, str], names: list[str], log_dir: Path) -> None:
+        self.env = env
+        self.names = names
+        self.log_dir = log_dir
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for name in self.names:
+            log = (self.log_dir / f"{name}.log").open("ab")
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "dispatch.cli", name],
+                cwd=REPO,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def alive(self) -> dict[str, bool]:
+        return {n: p.poll() is None for n, p in self.procs.items()}
+
+    def stop(self) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        for p in self.procs.values():
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def service_pid(pid_file: Path) -> int | None:
+    try:
+        pid = int(pid_file.read_text().split()[0])
+    except (FileNotFoundError, ValueError, IndexError):
+        return None
+    return pid if Path(f"/proc/{pid}").exists() else None

@@ -1,0 +1,490 @@
+"""The benchmark of the whole alarm path: `make bench` (quick, a few minutes) or
+`make bench-full`. Everything runs on this machine: Mosquitto, Kafka, Postgres, each component
+as its own process, and the load generator. Floors are measured in the same run and the
+alarm path is reported against them. Results: a table on the terminal and a JSON file under
+artifacts/bench/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+
+from bench.floors import kafka_floor, mqtt_floor, postgres_floor
+from bench.load import Fleet, OfficerProbe, StepResult, collect, drive, wait_until
+from bench.procs import REPO, Components, Watched, service_pid
+from bench.stats import summary
+from core import db, kafka
+from core.mosquitto_passwords import hash_password
+from core.settings import Settings
+from dispatch.credentials import sync_broker_credentials
+from dispatch.demo_city import seed, units
+
+BENCH_STACK = {
+    "PINGAN_STACK_DIR": str(REPO / ".stack-bench"),
+    "PINGAN_PG_PORT": "55434",
+    "PINGAN_MQTT_PORT": "18832",
+    "PINGAN_KAFKA_PORT": "19096",
+    "PINGAN_KAFKA_CONTROLLER_PORT": "19097",
+}
+COMPONENTS = ["gateway", "worker", "notifier", "relay", "timer"]
+DEVICE_PASSWORD = "bench-device-password"
+
+QUICK = {
+    "floor_n": 300,
+    "step_s": 10,
+    "drain_s": 20,
+    "light_s": 20,
+    "hb_step_s": 5,
+    "burst_s": 20,
+    "connections": 3000,
+    "conn_s": 20,
+    "fleet": 1000,
+}
+FULL = {
+    "floor_n": 2000,
+    "step_s": 60,
+    "drain_s": 60,
+    "light_s": 60,
+    "hb_step_s": 20,
+    "burst_s": 300,
+    "connections": 10000,
+    "conn_s": 60,
+    "fleet": 1000,
+}
+
+
+def say(msg: str) -> None:
+    sys.stdout.write(f"[{datetime.now(UTC).strftime('%H:%M:%S')}] {msg}\n")
+    sys.stdout.flush()
+
+
+def stack_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(BENCH_STACK)
+    subprocess.run([str(REPO / "deploy" / "stack.sh"), "up"], env=env, check=True, stdout=subprocess.DEVNULL)
+    out = subprocess.run(
+        [str(REPO / "deploy" / "stack.sh"), "env"], env=env, check=True, capture_output=True, text=True
+    ).stdout
+    for line in out.splitlines():
+        if line.startswith("export ") and "=" in line:
+            k, v = line[len("export ") :].split("=", 1)
+            env[k] = v.strip("'\"")
+    return env
+
+
+async def prepare(base: Settings, n_devices: int, tag: str) -> Settings:
+    db_name = f"pingan_bench_{tag}"
+    admin = await asyncpg.connect(base.database_url)
+    try:
+        for old in await admin.fetch("SELECT datname FROM pg_database WHERE datname LIKE 'pingan_bench_%'"):
+            await admin.execute(f'DROP DATABASE IF EXISTS "{old["datname"]}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{db_name}"')
+    finally:
+        await admin.close()
+    settings = base.replace(
+        database_url=base.database_url.rsplit("/", 1)[0] + "/" + db_name,
+        kafka_topic_prefix=f"pingan-bench-{tag}",
+        kafka_consumer_group=f"pingan-bench-{tag}",
+        mqtt_shared_group=f"pingan-bench-{tag}",
+        instance_id=f"bench-{tag}",
+        correlation_threshold=10**9,  # every press opens an incident of its own
+        log_level="warning",
+        http_port=0,
+    )
+    conn = await db.connect(settings.database_url)
+    try:
+        await db.migrate(conn)
+        await seed(conn, settings)
+        grids = [u.code for u in units() if u.level == "grid"]
+        encoded = hash_password(DEVICE_PASSWORD)
+        rows = [(f"b{i:06d}", grids[i % len(grids)], "panic_button", f"bench {i}", encoded) for i in range(n_devices)]
+        await conn.executemany(
+            "INSERT INTO devices (device_id, grid_code, kind, address, mqtt_password_hash) VALUES ($1, $2, $3, $4, $5)",
+            rows,
+        )
+        await sync_broker_credentials(conn, settings)
+    finally:
+        await conn.close()
+    await kafka.ensure_topics(settings)
+    await asyncio.sleep(1.0)  # the broker reloads its password file
+    return settings
+
+
+class Resolver:
+    """Officers who close every incident as soon as it was notified, so a device is free to
+    open a new incident with its next press (alarms latch otherwise)."""
+
+    def __init__(self, pool: asyncpg.Pool[Any]) -> None:
+        self.pool = pool
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run(), name="bench.resolver")
+
+    async def _run(self) -> None:
+        while True:
+            await self.pool.execute(
+                "UPDATE incidents SET status = 'resolved', outcome = 'resolved', closed_at = clock_timestamp(), "
+                "closed_by = 'bench', awaiting = 'none', deadline_at = NULL, remind_at = NULL, due_at = NULL "
+                "WHERE closed_at IS NULL AND first_notified_at IS NOT NULL"
+            )
+            await asyncio.sleep(0.5)
+
+    async def stop(self) -> None:
+        if self.task:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+
+
+async def count_recorded(pool: asyncpg.Pool[Any], tag: str) -> int:
+    return int(await pool.fetchval("SELECT count(*) FROM events WHERE event_id LIKE $1", tag + "-%"))
+
+
+async def run_step(
+    ctx: dict[str, Any], *, rate: float, duration: float, tag: str, type_: str = "alarm.panic", drain_s: float
+) -> dict[str, Any]:
+    fleet: Fleet = ctx["fleet"]
+    probe: OfficerProbe = ctx["probe"]
+    pool = ctx["pool"]
+    watched: list[Watched] = ctx["watched"]
+    for w in watched:
+        w.start()
+    sampler = asyncio.create_task(_sample(watched), name="bench.sampler")
+    res, ids = await drive(fleet, rate=rate, duration=duration, type_=type_, tag=tag)
+    alarm = type_ != "device.heartbeat"
+
+    async def drained() -> bool:
+        if await count_recorded(pool, tag) < res.acked:
+            return False
+        return not alarm or sum(1 for e in ids if e in probe.notified_ms) >= res.acked
+
+    drain = await wait_until(drained, drain_s)
+    sampler.cancel()
+    await asyncio.gather(sampler, return_exceptions=True)
+    recorded = await count_recorded(pool, tag)
+    collect(res, ids, fleet, probe)
+    cpu = {w.name: round(w.cpu_share(), 3) for w in watched}
+    rss = {w.name: round(w.rss_max, 1) for w in watched}
+    out = _step_json(res, recorded, drain, cpu, rss, alarm)
+    out["throughput_per_s"] = round(recorded / (duration + max(drain, 0.0)), 1)
+    return out
+
+
+async def _sample(watched: list[Watched]) -> None:
+    while True:
+        for w in watched:
+            w.sample()
+        await asyncio.sleep(0.5)
+
+
+def _step_json(
+    res: StepResult, recorded: int, drain: float, cpu: dict[str, float], rss: dict[str, float], alarm: bool
+) -> dict[str, Any]:
+    notif = summary(res.to_notification_ms)
+    lost = res.acked - recorded
+    return {
+        "label": res.label,
+        "rate": res.rate,
+        "duration_s": res.duration_s,
+        "achieved_rate": round(res.achieved_rate, 1),
+        "sent": res.sent,
+        "acked_by_broker": res.acked,
+        "publish_errors": res.publish_errors,
+        "recorded": recorded,
+        "lost": max(0, lost),
+        "notified": notif["n"] if alarm else None,
+        "drain_s": round(drain, 2),
+        "press_to_notification_ms": notif if alarm else None,
+        "press_to_receipt_ms": summary(res.to_receipt_ms),
+        "cpu_share": cpu,
+        "rss_max_mib": rss,
+    }
+
+
+def held(step: dict[str, Any]) -> bool:
+    n = step["press_to_notification_ms"]
+    return (
+        step["achieved_rate"] >= 0.95 * step["rate"]
+        and step["publish_errors"] == 0
+        and step["lost"] == 0
+        and step["drain_s"] >= 0
+        and (n is None or (n["n"] == step["acked_by_broker"] and n["p99"] is not None and n["p99"] < 1000))
+    )
+
+
+async def order_kept(pool: asyncpg.Pool[Any], tag: str) -> bool:
+    """Presses of one device were recorded in the order the device sent them."""
+    bad = await pool.fetchval(
+        "SELECT count(*) FROM (SELECT device_id, seq, lag(seq) OVER (PARTITION BY device_id ORDER BY id) AS prev "
+        "FROM events WHERE event_id LIKE $1) t WHERE prev IS NOT NULL AND seq <= prev",
+        tag + "-%",
+    )
+    return int(bad) == 0
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    p = FULL if args.full else QUICK
+    tag = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    env = stack_env()
+    base = Settings.from_env(env)
+    n_devices = max(p["fleet"], p["connections"]) + 10
+    say(f"preparing a database with the demo city and {n_devices} bench devices")
+    settings = await prepare(base, n_devices, tag)
+    child_env = dict(env)
+    child_env.update(settings.to_env())
+    comps = Components(child_env, COMPONENTS, REPO / "artifacts" / "bench" / f"logs-{tag}")
+    comps.start()
+    pool = await db.create_pool(settings.database_url, min_size=1, max_size=4)
+    results: dict[str, Any] = {
+        "when": datetime.now(UTC).isoformat(),
+        "mode": "full" if args.full else "quick",
+        "machine": machine(),
+    }
+    fleet = Fleet(settings, [f"b{i:06d}" for i in range(p["fleet"])], DEVICE_PASSWORD)
+    probe = OfficerProbe(settings, fleet)
+    resolver = Resolver(pool)
+    try:
+        say("floors: MQTT QoS 1, Kafka acks=all, Postgres commit, each alone")
+        floors = {
+            "mqtt_qos1_ms": await mqtt_floor(settings, p["floor_n"]),
+            "kafka_acks_all_ms": await kafka_floor(settings, p["floor_n"]),
+            "postgres_commit_ms": await postgres_floor(settings, p["floor_n"]),
+        }
+        floors["S_p50_ms"] = round(sum(f["p50"] for f in floors.values() if isinstance(f, dict)), 2)
+        floors["S_p99_ms"] = round(sum(f["p99"] for k, f in floors.items() if isinstance(f, dict)), 2)
+        results["floors"] = floors
+        say(f"  S(p50) = {floors['S_p50_ms']} ms, S(p99) = {floors['S_p99_ms']} ms")
+
+        say(f"connecting {len(fleet.device_ids)} devices")
+        results["fleet_connect_s"] = round(await fleet.connect(), 2)
+        await probe.start()
+        resolver.start()
+        watched = [Watched(n, pr.pid) for n, pr in comps.procs.items()]
+        for name, pid_file in (
+            ("mosquitto", "mosquitto/mosquitto.pid"),
+            ("kafka", "kafka/kafka.pid"),
+            ("postgres", "pg/data/postmaster.pid"),
+        ):
+            pid = service_pid(Path(env["PINGAN_STACK_DIR"]) / pid_file)
+            if pid:
+                watched.append(Watched(name, pid))
+        watched.append(Watched("load-generator", os.getpid()))
+        ctx = {"fleet": fleet, "probe": probe, "pool": pool, "watched": watched}
+
+        say("warm-up")
+        await run_step(ctx, rate=20, duration=3, tag=f"warm{tag}", drain_s=30)
+
+        say("generator ceiling: devices publishing where nobody listens (their status topic)")
+        results["generator_ceiling_per_s"] = await generator_ceiling(fleet, 5.0)
+        say(f"  {results['generator_ceiling_per_s']} QoS 1 publishes/s")
+
+        say("maximum sustained rate (every press opens an incident and notifies an officer)")
+        steps, best = [], None
+        rate = 100.0
+        while rate <= 20000:
+            step = await run_step(
+                ctx, rate=rate, duration=p["step_s"], tag=f"max{int(rate)}x{tag}", drain_s=p["drain_s"]
+            )
+            step["held"] = held(step)
+            steps.append(step)
+            say(
+                f"  {rate:.0f}/s: achieved {step['achieved_rate']}, lost {step['lost']}, "
+                f"p99 {step['press_to_notification_ms']['p99']} ms, drain {step['drain_s']} s -> "
+                f"{'held' if step['held'] else 'not held'}"
+            )
+            if not step["held"]:
+                break
+            best = rate
+            rate *= 1.5
+        results["max_rate"] = {"steps": steps, "max_sustained_per_s": best}
+        max_rate = best or 50.0
+
+        light = max(10.0, round(max_rate / 10))
+        say(f"light load: {light}/s from {len(fleet.clients)} devices")
+        results["light_load"] = await run_step(
+            ctx, rate=light, duration=p["light_s"], tag=f"light{tag}", drain_s=p["drain_s"]
+        )
+
+        say("heartbeats (device health only, no incident)")
+        hb_steps, hb_best = [], None
+        for hb_rate in (2000, 4000, 8000, 16000, 32000):
+            step = await run_step(
+                ctx,
+                rate=hb_rate,
+                duration=p["hb_step_s"],
+                tag=f"hb{hb_rate}x{tag}",
+                type_="device.heartbeat",
+                drain_s=p["drain_s"],
+            )
+            step["held"] = (
+                step["achieved_rate"] >= 0.95 * hb_rate and step["lost"] == 0 and 0 <= step["drain_s"] <= p["hb_step_s"]
+            )
+            hb_steps.append(step)
+            say(f"  {hb_rate}/s: achieved {step['achieved_rate']}, lost {step['lost']}, drain {step['drain_s']} s")
+            if not step["held"]:
+                break
+            hb_best = hb_rate
+        results["heartbeats"] = {"steps": hb_steps, "max_sustained_per_s": hb_best}
+
+        burst_rate = 3 * max_rate
+        say(f"burst: {burst_rate:.0f}/s for {p['burst_s']} s")
+        burst_tag = f"burst{tag}"
+        burst = await run_step(
+            ctx, rate=burst_rate, duration=p["burst_s"], tag=burst_tag, drain_s=max(120, 4 * p["burst_s"])
+        )
+        burst["order_kept_per_device"] = await order_kept(pool, burst_tag)
+        results["burst"] = burst
+        say(
+            f"  lost {burst['lost']}, drained {burst['drain_s']} s after the burst, order kept "
+            f"{burst['order_kept_per_device']}, worst {burst['press_to_notification_ms']['max']} ms"
+        )
+
+        say(f"connections: {p['connections']} devices connected, heartbeats every 30 s, alarms at {light}/s")
+        results["connections"] = await connections(settings, ctx, p, light)
+    finally:
+        await resolver.stop()
+        await probe.stop()
+        await fleet.close()
+        results["components_alive_at_end"] = comps.alive()
+        comps.stop()
+        await pool.close()
+    return results
+
+
+async def generator_ceiling(fleet: Fleet, duration: float) -> float:
+    from schemas import topics
+
+    t0 = time.monotonic()
+    futures = []
+    i = 0
+    while time.monotonic() - t0 < duration:
+        for _ in range(200):
+            c = fleet.clients[i % len(fleet.clients)]
+            i += 1
+            futures.append(c.publish_nowait(topics.device_status(c.client_id.removeprefix("bench-")), b"online", qos=1))
+        if len(futures) > 5000:
+            await asyncio.gather(*futures, return_exceptions=True)
+            futures = []
+        await asyncio.sleep(0)
+    await asyncio.gather(*futures, return_exceptions=True)
+    return round(i / (time.monotonic() - t0), 1)
+
+
+async def connections(settings: Settings, ctx: dict[str, Any], p: dict[str, Any], light: float) -> dict[str, Any]:
+    extra_ids = [f"b{i:06d}" for i in range(p["fleet"], p["connections"])]
+    extra = Fleet(settings, extra_ids, DEVICE_PASSWORD, receipts=False)
+    connect_s = await extra.connect()
+    connected = len(extra.clients) + len(ctx["fleet"].clients)
+
+    async def heartbeats() -> None:
+        per_s = len(extra.clients) / 30
+        while True:
+            t = time.monotonic()
+            for _ in range(max(1, int(per_s))):
+                extra.press("device.heartbeat", "conn-hb")
+            await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - t)))
+
+    hb = asyncio.create_task(heartbeats(), name="bench.heartbeats")
+    try:
+        step = await run_step(
+            ctx, rate=light, duration=p["conn_s"], tag=f"conn{uuid.uuid4().hex[:6]}", drain_s=p["drain_s"]
+        )
+    finally:
+        hb.cancel()
+        await asyncio.gather(hb, return_exceptions=True)
+        await extra.close()
+    return {"devices_connected": connected, "connect_s": round(connect_s, 2), "alarms_meanwhile": step}
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = Path("/proc/meminfo").read_text().split()[1] if Path("/proc/meminfo").exists() else "0"
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gib": round(int(mem) / 2**20, 1),
+        "python": sys.version.split()[0],
+    }
+
+
+def table(r: dict[str, Any]) -> str:
+    f = r["floors"]
+    light = r["light_load"]
+    n = light["press_to_notification_ms"]
+    rc = light["press_to_receipt_ms"]
+    maxr = r["max_rate"]["max_sustained_per_s"]
+    rows = [
+        ("floor MQTT QoS 1 p50/p99 ms", f"{f['mqtt_qos1_ms']['p50']} / {f['mqtt_qos1_ms']['p99']}"),
+        ("floor Kafka acks=all p50/p99 ms", f"{f['kafka_acks_all_ms']['p50']} / {f['kafka_acks_all_ms']['p99']}"),
+        ("floor Postgres commit p50/p99 ms", f"{f['postgres_commit_ms']['p50']} / {f['postgres_commit_ms']['p99']}"),
+        ("S p50 / p99 ms", f"{f['S_p50_ms']} / {f['S_p99_ms']}"),
+        (
+            f"light load {light['rate']}/s press->notification p50/p99/p99.9/max ms",
+            f"{n['p50']} / {n['p99']} / {n['p999']} / {n['max']}",
+        ),
+        ("  ratio p50 / S(p50)  (goal <= 1.5)", _ratio(n["p50"], f["S_p50_ms"])),
+        ("  ratio p99 / S(p99)  (goal <= 2)", _ratio(n["p99"], f["S_p99_ms"])),
+        ("light load press->device receipt p50/p99 ms", f"{rc['p50']} / {rc['p99']}"),
+        ("max sustained alarms/s (p99 < 1 s, nothing lost)  (goal 1000, then 5000)", str(maxr)),
+        ("heartbeats/s sustained  (goal 20000)", str(r["heartbeats"]["max_sustained_per_s"])),
+        (
+            "burst lost / drain s / order kept / worst ms",
+            f"{r['burst']['lost']} / {r['burst']['drain_s']} / {r['burst']['order_kept_per_device']} / "
+            f"{r['burst']['press_to_notification_ms']['max']}",
+        ),
+        ("connections held", str(r["connections"]["devices_connected"])),
+        ("load generator ceiling publishes/s", str(r["generator_ceiling_per_s"])),
+    ]
+    width = max(len(k) for k, _ in rows)
+    lines = [f"{k.ljust(width)}  {v}" for k, v in rows]
+    best = next((s for s in r["max_rate"]["steps"] if s["rate"] == maxr), None)
+    if best:
+        lines.append(
+            "CPU share at the max sustained rate: " + ", ".join(f"{k} {v:.2f}" for k, v in best["cpu_share"].items())
+        )
+    return "\n".join(lines)
+
+
+def _ratio(a: float | None, b: float) -> str:
+    return "-" if a is None or not b else f"{a / b:.2f}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--full", action="store_true", help="the long run (minutes per step)")
+    args = ap.parse_args()
+    from core.logging import configure
+
+    configure("warning")
+    results = asyncio.run(main_async(args))
+    out_dir = REPO / "artifacts" / "bench"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"results-{results['mode']}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}.json"
+    path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+    print()
+    print(table(results))
+    print(f"\nresults: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
