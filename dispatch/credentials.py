@@ -14,7 +14,7 @@ import asyncpg
 import structlog
 
 from core.errors import NotFound, PinganError
-from core.mosquitto_passwords import hash_password, reload_broker, write_password_file
+from core.mosquitto_passwords import hash_password, reload_broker, verify_password, write_password_file
 from core.settings import Settings
 from schemas.events import DEVICE_ID_PATTERN
 
@@ -113,7 +113,7 @@ async def sync_broker_credentials(conn: asyncpg.Connection[Any], settings: Setti
             "SELECT device_id, mqtt_password_hash FROM devices "
             "WHERE active AND mqtt_password_hash IS NOT NULL ORDER BY device_id"
         )
-        entries = [(settings.mqtt_username, hash_password(settings.mqtt_password))]
+        entries = [(settings.mqtt_username, _platform_entry(settings))]
         for r in rows:
             if r["device_id"] == settings.mqtt_username or not _DEVICE_ID.fullmatch(r["device_id"]):
                 log.error("device left out of the broker's accounts: unusable id", device_id=r["device_id"])
@@ -128,7 +128,30 @@ async def sync_broker_credentials(conn: asyncpg.Connection[Any], settings: Setti
                 log.error("officer left out of the broker's accounts: unusable id", officer_id=r["officer_id"])
                 continue
             entries.append((r["officer_id"], r["mqtt_password_hash"]))
+        wanted = "".join(f"{u}:{h}\n" for u, h in entries)
+        if _current(settings.mqtt_password_file) == wanted:
+            return len(entries)  # nothing changed: no rewrite, no reload
         count = write_password_file(settings.mqtt_password_file, entries)
+    # Mosquitto 2.0.11 has been seen to crash on a reload (SIGHUP) now and then, so the
+    # platform reloads it only when the accounts really changed.
     reloaded = reload_broker(settings.mqtt_pid_file)
     log.info("broker credentials written", accounts=count, reloaded=reloaded)
     return count
+
+
+def _current(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        return None
+
+
+def _platform_entry(settings: Settings) -> str:
+    """The platform account's entry: the one in the file when it still matches the password
+    (so an unchanged file stays byte for byte the same), else a new hash."""
+    for line in (_current(settings.mqtt_password_file) or "").splitlines():
+        user, _, encoded = line.partition(":")
+        if user == settings.mqtt_username and encoded and verify_password(settings.mqtt_password, encoded):
+            return encoded
+    return hash_password(settings.mqtt_password)

@@ -90,6 +90,7 @@ async def seed(conn: asyncpg.Connection[Any], settings: Settings, *, seed_value:
             else:
                 for n in (1, 2):
                     officers.append((f"do-{u.code}-{n}", u.code, _person(rng), "duty_officer"))
+        officers.append(("admin-990100", CITY[0], "系统管理员", "admin"))
         await conn.executemany(
             """INSERT INTO officers (officer_id, unit_code, name, role, phone)
                VALUES ($1, $2, $3, $4, '') ON CONFLICT (officer_id) DO NOTHING""",

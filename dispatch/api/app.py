@@ -27,7 +27,7 @@ from core.sessions import revoke, sign_in
 from core.settings import Settings
 from core.timeutil import utcnow
 from dispatch import stats
-from dispatch.api import queries
+from dispatch.api import admin, queries
 from dispatch.api.common import (
     CLOCK,
     POOL,
@@ -341,6 +341,7 @@ def build_app(
     app.router.add_get("/api/v1/devices", list_devices)
     app.router.add_get("/api/v1/ws", websocket)
     app.router.add_get("/metrics", metrics)
+    admin.register(app)
     if feed is not None:
         app[FEED] = feed
     try:

@@ -185,3 +185,56 @@ async def test_metrics(pipeline, http) -> None:
         text = await r.text()
     assert 'pingan_component_events_total{component="gateway",name="accepted"}' in text
     assert "pingan_notifications_pending" in text
+
+
+async def test_administrators_manage_officers_rosters_and_units(env, pipeline) -> None:
+    admin = await sign_in(pipeline, "admin-990100")
+    grid_officer = await sign_in(pipeline, f"go-{GRID}")
+    try:
+        new = {"officer_id": "go-new-1", "unit_code": GRID, "name": "新网格员", "role": "grid_officer"}
+        async with grid_officer.post("/api/v1/officers", json=new) as r:
+            assert r.status == 403
+        async with admin.post("/api/v1/officers", json={**new, "role": "duty_officer"}) as r:
+            assert r.status == 422
+        async with admin.post("/api/v1/officers", json={**new, "extra": 1}) as r:
+            assert r.status == 422
+        async with admin.post("/api/v1/officers", json=new) as r:
+            assert r.status == 201, await r.text()
+            created = await r.json()
+        async with admin.post("/api/v1/officers", json=new) as r:
+            assert r.status == 409
+        password = created["password"]
+        s = aiohttp.ClientSession(
+            base_url=f"http://127.0.0.1:{pipeline.api.port}", cookie_jar=aiohttp.CookieJar(unsafe=True)
+        )
+        try:
+            async with s.post("/api/v1/auth/sign-in", json={"officer_id": "go-new-1", "password": password}) as r:
+                assert r.status == 200
+            async with admin.post(
+                "/api/v1/officers/go-new-1/shifts",
+                json={"starts_at": "2026-01-01T00:00:00+08:00", "ends_at": "2027-01-01T00:00:00+08:00"},
+            ) as r:
+                assert r.status == 201
+            async with s.get("/api/v1/officers/go-new-1/shifts") as r:
+                assert len((await r.json())["items"]) == 1
+            async with admin.patch("/api/v1/officers/go-new-1", json={"active": False}) as r:
+                assert r.status == 200 and (await r.json())["officer"]["active"] is False
+            async with s.get("/api/v1/me") as r:
+                assert r.status == 401  # deactivation ends the officer's sessions
+        finally:
+            await s.close()
+        async with admin.post(
+            "/api/v1/units",
+            json={"code": f"{GRID[:12]}009", "level": "grid", "parent_code": GRID[:12], "name": "第9网格"},
+        ) as r:
+            assert r.status == 201, await r.text()
+        async with admin.post(
+            "/api/v1/units", json={"code": f"{GRID[:12]}010", "level": "street", "parent_code": GRID[:12], "name": "x"}
+        ) as r:
+            assert r.status == 422
+        async with grid_officer.get("/api/v1/officers") as r:
+            officers = (await r.json())["items"]
+        assert {o["officer_id"] for o in officers} == {f"go-{GRID}", "go-new-1"}  # its own cell only
+    finally:
+        await admin.close()
+        await grid_officer.close()
