@@ -6,11 +6,14 @@ from typing import Any
 
 import msgspec
 
-from schemas.actions import ActionRequest
+from dispatch.api.admin import NewOfficer, NewShift, NewUnit, OfficerChange
+from schemas.actions import ActionRequest, SignIn
 
-_action_schema, _components = msgspec.json.schema_components(
-    [ActionRequest], ref_template="#/components/schemas/{name}"
+_schemas, _components = msgspec.json.schema_components(
+    [ActionRequest, SignIn, NewOfficer, OfficerChange, NewShift, NewUnit], ref_template="#/components/schemas/{name}"
 )
+_action_schema = _schemas[:1]
+_sign_in, _new_officer, _officer_change, _new_shift, _new_unit = _schemas[1:]
 
 _ERROR = {
     "type": "object",
@@ -92,6 +95,119 @@ OPENAPI: dict[str, Any] = {
                 },
             }
         },
+        "/api/v1/auth/sign-in": {
+            "post": {
+                "security": [],
+                "summary": "sign in with officer id and password; sets the session cookie and returns a token",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _sign_in}}},
+                "responses": {
+                    "200": {"description": "signed in"},
+                    "401": _err("unknown officer or wrong password"),
+                    "422": _err("bad body"),
+                },
+            }
+        },
+        "/api/v1/auth/sign-out": {
+            "post": {"summary": "end the session", "responses": {"204": {"description": "done"}}}
+        },
+        "/api/v1/incidents": {
+            "get": {
+                "summary": "the queue: open incidents by priority then age (state=closed: most recently closed)",
+                "parameters": [
+                    {"name": "state", "in": "query", "schema": {"enum": ["open", "closed"]}},
+                    {"name": "unit", "in": "query", "schema": {"type": "string"}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                ],
+                "responses": {
+                    "200": {"description": "items and a cursor for /api/v1/ws?since="},
+                    **_AUTH_ERRORS,
+                    "422": _err("bad query"),
+                },
+            }
+        },
+        "/api/v1/ws": {
+            "get": {
+                "summary": "WebSocket of incident updates in the jurisdiction; ?since=<updated_at> first sends what "
+                "changed since then. Messages: hello, incident, caught_up, ping, resync.",
+                "parameters": [{"name": "since", "in": "query", "schema": {"type": "string", "format": "date-time"}}],
+                "responses": {"101": {"description": "switching protocols"}, "401": _err("no session")},
+            }
+        },
+        "/api/v1/units": {
+            "get": {"summary": "the officer's units", "responses": {"200": {"description": "units"}, **_AUTH_ERRORS}},
+            "post": {
+                "summary": "create a unit (administrators)",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _new_unit}}},
+                "responses": {
+                    "201": {"description": "created"},
+                    **_AUTH_ERRORS,
+                    "409": _err("exists"),
+                    "422": _err("bad body"),
+                },
+            },
+        },
+        "/api/v1/devices": {
+            "get": {
+                "summary": "devices with their health",
+                "parameters": [
+                    {
+                        "name": "state",
+                        "in": "query",
+                        "schema": {"enum": ["all", "online", "offline", "low_battery", "inactive"]},
+                    },
+                    {"name": "unit", "in": "query", "schema": {"type": "string"}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer"}},
+                    {"name": "offset", "in": "query", "schema": {"type": "integer"}},
+                ],
+                "responses": {"200": {"description": "devices"}, **_AUTH_ERRORS, "422": _err("bad query")},
+            }
+        },
+        "/api/v1/officers": {
+            "get": {
+                "summary": "officers of the jurisdiction, with whether they are on shift",
+                "responses": {"200": {"description": "officers"}, **_AUTH_ERRORS},
+            },
+            "post": {
+                "summary": "create an officer (administrators); the password is returned once",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _new_officer}}},
+                "responses": {
+                    "201": {"description": "created"},
+                    **_AUTH_ERRORS,
+                    "409": _err("exists"),
+                    "422": _err("bad body"),
+                },
+            },
+        },
+        "/api/v1/officers/{officer_id}": {
+            "patch": {
+                "summary": "change or deactivate an officer (administrators)",
+                "parameters": [{"name": "officer_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _officer_change}}},
+                "responses": {
+                    "200": {"description": "changed"},
+                    **_AUTH_ERRORS,
+                    "404": _err("no such officer"),
+                    "422": _err("bad body"),
+                },
+            },
+        },
+        "/api/v1/officers/{officer_id}/shifts": {
+            "get": {
+                "summary": "an officer's shifts",
+                "parameters": [{"name": "officer_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "shifts"}, **_AUTH_ERRORS},
+            },
+            "post": {
+                "summary": "add a shift (administrators)",
+                "parameters": [{"name": "officer_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _new_shift}}},
+                "responses": {"201": {"description": "added"}, **_AUTH_ERRORS, "422": _err("bad shift")},
+            },
+        },
+        "/metrics": {
+            "get": {"security": [], "summary": "Prometheus metrics", "responses": {"200": {"description": "text"}}}
+        },
         "/api/v1/stats/response-times": {
             "get": {
                 "summary": "response-time percentiles and resolution rate of a unit and its child units",
@@ -104,6 +220,7 @@ OPENAPI: dict[str, Any] = {
                     },
                     {"name": "from", "in": "query", "schema": {"type": "string", "format": "date-time"}},
                     {"name": "to", "in": "query", "schema": {"type": "string", "format": "date-time"}},
+                    {"name": "format", "in": "query", "schema": {"enum": ["json", "csv"]}},
                 ],
                 "responses": {
                     "200": {"description": "statistics"},
