@@ -70,6 +70,8 @@ class Settings:
     """A device not heard from for this long is shown offline."""
     http_host: str = "127.0.0.1"
     http_port: int = 8080
+    ingest_port: int = 8081
+    """HTTP ingest for integrators (device events over HTTP)."""
 
     # Demo and simulation
     demo_secret: str = "pingan-demo"

@@ -349,6 +349,7 @@ def parser() -> argparse.ArgumentParser:
         ("timer", "run the escalation timer (reminders and escalation when deadlines pass)"),
         ("api", "run the HTTP API (incidents, officer actions, statistics)"),
         ("officer-actions", "run the officer-app gateway (actions over MQTT)"),
+        ("ingest", "run the HTTP ingest for integrators (device events over HTTP)"),
     ]:
         sp = sub.add_parser(name, help=help_)
         sp.set_defaults(fn=cmd_component((name,)))

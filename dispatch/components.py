@@ -12,6 +12,7 @@ from core import db, kafka
 from core.lifecycle import Component, install_signal_handlers, supervise
 from core.settings import Settings
 from dispatch.api.app import ApiServer
+from gateways.http_ingest import HttpIngest
 from gateways.mqtt_gateway import MqttGateway
 from gateways.officer_actions_gateway import OfficerActionsGateway
 from workers.escalation_timer import EscalationTimer
@@ -30,8 +31,9 @@ COMPONENTS = {
     "timer": (EscalationTimer,),
     "api": (ApiServer,),
     "officer-actions": (OfficerActionsGateway,),
+    "ingest": (HttpIngest,),
 }
-ALL = ("gateway", "worker", "notifier", "relay", "timer", "officer-actions", "api")
+ALL = ("gateway", "ingest", "worker", "notifier", "relay", "timer", "officer-actions", "api")
 
 
 def build(names: tuple[str, ...], settings: Settings, pool: asyncpg.Pool[Any]) -> list[Component]:

@@ -11,8 +11,6 @@ when Kafka has acknowledged the record (acks=all).
 from __future__ import annotations
 
 import asyncio
-import time
-from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -21,26 +19,16 @@ import structlog
 
 from core import kafka
 from core.lifecycle import Component
-from core.metrics import Counters
 from core.mqtt import MqttClient, MqttMessage
 from core.settings import Settings
 from core.timeutil import utcnow
-from gateways.device_registry import PostgresDeviceLookup
-from gateways.validation import ClockLimits, DeviceCache, Rejection, Validator
+from gateways.intake import Intake, Taken
 from schemas import topics
-from schemas.events import AnyEvent
-from schemas.messages import (
-    AcceptedEvent,
-    Ingress,
-    Receipt,
-    ReceiptStatus,
-    RejectedInput,
-)
+from schemas.messages import Ingress, Receipt
 
 log = structlog.get_logger(__name__)
 
 MAX_IN_FLIGHT = 5000
-_DLQ_PAYLOAD_CHARS = 8192
 
 
 class MqttGateway(Component):
@@ -50,15 +38,8 @@ class MqttGateway(Component):
         super().__init__()
         self.settings = settings
         self.gateway_id = gateway_id or f"gw-{settings.instance_id}"
-        self.topics = kafka.topics(settings)
-        self.validator = Validator(
-            DeviceCache(PostgresDeviceLookup(pool), ttl_s=settings.device_cache_ttl_s),
-            ClockLimits(
-                future=_seconds(settings.max_clock_skew_future_s),
-                past=_seconds(settings.max_event_age_s),
-            ),
-        )
-        self.counters = Counters("gateway")
+        self.intake = Intake(settings, pool, gateway_id=self.gateway_id, ingress=Ingress.MQTT)
+        self.counters = self.intake.counters
         self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._pending: set[asyncio.Task[None]] = set()
         self.ready = asyncio.Event()
@@ -117,97 +98,29 @@ class MqttGateway(Component):
             stop_wait.cancel()
 
     async def _handle(self, msg: MqttMessage, mqtt: MqttClient, producer: Any) -> None:
-        received_at = utcnow()
-        topic_device = topics.device_id_from_events_topic(msg.topic)
-        result = await self.validator.validate(
+        taken = await self.intake.take(
             msg.payload,
-            topic_device_id=topic_device,
-            now=received_at,
-            now_monotonic=time.monotonic(),
+            topic_device=topics.device_id_from_events_topic(msg.topic),
+            source=msg.topic,
+            received_at=utcnow(),
         )
-        if isinstance(result, Rejection):
-            record = self._rejected_record(msg, result, received_at)
-            key = (result.device_id or "").encode() or None
-            fut = await producer.send(self.topics.alarm_events_dlq, record, key=key)
-            receipt = Receipt(
-                status=ReceiptStatus.REJECTED,
-                device_id=topic_device or "",
-                at=received_at,
-                event_id=result.event_id,
-                reason=result.reason,
-                detail=result.detail,
-            )
-            self.counters.inc("rejected")
-            self.counters.inc(f"rejected.{result.reason.value}")
-            log.info(
-                "event rejected",
-                reason=result.reason.value,
-                detail=result.detail,
-                device_id=topic_device,
-                event_id=result.event_id,
-            )
-            task_name = "gateway.dlq-ack"
-            kafka_topic = self.topics.alarm_events_dlq
-        else:
-            record = msgspec.json.encode(
-                AcceptedEvent(
-                    event=result,  # type: ignore[arg-type]
-                    received_at=received_at,
-                    ingress=Ingress.MQTT,
-                    gateway_id=self.gateway_id,
-                )
-            )
-            key = result.device_id.encode()
-            fut = await producer.send(self.topics.alarm_events, record, key=key)
-            receipt = Receipt(
-                status=ReceiptStatus.ACCEPTED,
-                device_id=result.device_id,
-                at=received_at,
-                event_id=result.event_id,
-            )
-            self.counters.inc("accepted")
-            task_name = "gateway.ack"
-            kafka_topic = self.topics.alarm_events
+        fut = await self.intake.send(producer, taken)
         task = asyncio.create_task(
-            self._complete(msg, mqtt, producer, fut, kafka_topic, key, record, receipt, result),
-            name=task_name,
+            self._complete(msg, mqtt, producer, taken, fut),
+            name="gateway.ack" if taken.accepted else "gateway.dlq-ack",
         )
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
     async def _complete(
-        self,
-        msg: MqttMessage,
-        mqtt: MqttClient,
-        producer: Any,
-        fut: asyncio.Future[Any],
-        kafka_topic: str,
-        key: bytes | None,
-        record: bytes,
-        receipt: Receipt,
-        result: AnyEvent | Rejection,
+        self, msg: MqttMessage, mqtt: MqttClient, producer: Any, taken: Taken, fut: asyncio.Future[Any]
     ) -> None:
         try:
-            delay = 0.2
-            while True:
-                try:
-                    await fut
-                    break
-                except Exception as exc:  # noqa: BLE001 - Kafka gave up; keep the event, try again
-                    log.warning(
-                        "kafka send failed, retrying",
-                        error=repr(exc),
-                        topic=kafka_topic,
-                        device_id=receipt.device_id,
-                        event_id=receipt.event_id,
-                    )
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
-                    fut = await producer.send(kafka_topic, record, key=key)
+            await self.intake.confirm(producer, taken, fut)
             # Kafka holds the record: now, and only now, the broker may forget the message.
             mqtt.ack(msg)
-            if receipt.device_id:
-                await self._send_receipt(mqtt, receipt)
+            if taken.receipt.device_id:
+                await self._send_receipt(mqtt, taken.receipt)
         finally:
             self._in_flight.release()
 
@@ -226,23 +139,3 @@ class MqttGateway(Component):
                 event_id=receipt.event_id,
                 error=repr(exc),
             )
-
-    def _rejected_record(self, msg: MqttMessage, rej: Rejection, received_at: datetime) -> bytes:
-        return msgspec.json.encode(
-            RejectedInput(
-                reason=rej.reason,
-                detail=rej.detail,
-                received_at=received_at,
-                ingress=Ingress.MQTT,
-                gateway_id=self.gateway_id,
-                topic=msg.topic,
-                device_id=rej.device_id,
-                event_id=rej.event_id,
-                payload=msg.payload[:_DLQ_PAYLOAD_CHARS].decode("utf-8", errors="replace"),
-                payload_bytes=len(msg.payload),
-            )
-        )
-
-
-def _seconds(n: int) -> timedelta:
-    return timedelta(seconds=n)

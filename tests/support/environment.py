@@ -45,6 +45,7 @@ class TestEnvironment:
             instance_id=f"test-{tag}",
             poll_interval_s=0.5,
             http_port=0,
+            ingest_port=0,
         )
         conn = await db.connect(settings.database_url)
         try:

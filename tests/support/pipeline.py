@@ -12,6 +12,7 @@ from core import kafka
 from core.lifecycle import Component, supervise
 from core.settings import Settings
 from dispatch.api.app import ApiServer
+from gateways.http_ingest import HttpIngest
 from gateways.mqtt_gateway import MqttGateway
 from gateways.officer_actions_gateway import OfficerActionsGateway
 from workers.escalation_timer import EscalationTimer
@@ -27,7 +28,16 @@ class Pipeline:
         settings: Settings,
         pool: asyncpg.Pool[Any],
         *,
-        names: tuple[str, ...] = ("gateway", "worker", "notifier", "relay", "timer", "officer-actions", "api"),
+        names: tuple[str, ...] = (
+            "gateway",
+            "worker",
+            "notifier",
+            "relay",
+            "timer",
+            "officer-actions",
+            "api",
+            "ingest",
+        ),
     ) -> None:
         self.settings = settings
         self.components: list[Component] = []
@@ -44,6 +54,9 @@ class Pipeline:
         if "relay" in names:
             self.relay = OutboxRelay(settings, pool)
             self.components.append(self.relay)
+        if "ingest" in names:
+            self.ingest = HttpIngest(settings, pool)
+            self.components.append(self.ingest)
         if "api" in names:
             self.api = ApiServer(settings, pool)
             self.components.append(self.api)

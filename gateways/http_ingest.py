@@ -1,0 +1,144 @@
+"""HTTP ingest for integrators: `POST /api/v1/devices/{device_id}/events` with the same
+payload as over MQTT, authenticated as the device (HTTP Basic: device id and its password).
+
+The answer comes once Kafka holds the event: 202 with the "accepted" receipt, or 422 with the
+reason of a refusal (which is on the dead-letter topic like any other). The same validation
+as the MQTT gateway (gateways/intake.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import time
+from typing import Any
+
+import asyncpg
+import msgspec
+import structlog
+from aiohttp import web
+
+from core import kafka
+from core.lifecycle import Component
+from core.mosquitto_passwords import verify_password
+from core.settings import Settings
+from core.timeutil import utcnow
+from gateways.intake import Intake
+from schemas import topics
+from schemas.events import MAX_PAYLOAD_BYTES
+from schemas.messages import Ingress
+
+log = structlog.get_logger(__name__)
+
+INTAKE: web.AppKey[Intake] = web.AppKey("intake", Intake)
+PRODUCER: web.AppKey[Any] = web.AppKey("producer", object)
+CREDENTIALS: web.AppKey[DeviceCredentials] = web.AppKey("credentials", object)  # type: ignore[arg-type]
+
+
+def _json(body: Any, status: int) -> web.Response:
+    return web.Response(body=msgspec.json.encode(body), status=status, content_type="application/json")
+
+
+class DeviceCredentials:
+    """Checks a device's password against its stored hash; a good check is remembered briefly
+    (by a digest of the password), so a busy device does not cost a key derivation each time."""
+
+    def __init__(self, pool: asyncpg.Pool[Any], ttl_s: float = 60.0) -> None:
+        self.pool = pool
+        self.ttl_s = ttl_s
+        self._ok: dict[tuple[str, bytes], float] = {}
+
+    async def check(self, device_id: str, password: str) -> bool:
+        key = (device_id, hashlib.sha256(password.encode()).digest())
+        now = time.monotonic()
+        if self._ok.get(key, 0) > now:
+            return True
+        encoded = await self.pool.fetchval(
+            "SELECT mqtt_password_hash FROM devices WHERE device_id = $1 AND active", device_id
+        )
+        if not encoded or not verify_password(password, encoded):
+            return False
+        if len(self._ok) > 100_000:
+            self._ok.clear()
+        self._ok[key] = now + self.ttl_s
+        return True
+
+
+def _basic(request: web.Request) -> tuple[str, str] | None:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        user, _, password = base64.b64decode(value, validate=True).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return user, password
+
+
+async def post_event(request: web.Request) -> web.Response:
+    device_id = request.match_info["device_id"]
+    creds = _basic(request)
+    if creds is None or not await request.app[CREDENTIALS].check(creds[0], creds[1]):
+        resp = _json({"code": "unauthenticated", "message": "HTTP Basic with the device id and its password"}, 401)
+        resp.headers["WWW-Authenticate"] = 'Basic realm="pingan devices"'
+        return resp
+    if creds[0] != device_id:
+        return _json({"code": "forbidden", "message": "a device may publish only as itself"}, 403)
+    payload = await request.read()
+    intake = request.app[INTAKE]
+    taken = await intake.take(
+        payload,
+        topic_device=device_id,
+        source=topics.device_events(device_id),
+        received_at=utcnow(),
+    )
+    producer = request.app[PRODUCER]
+    fut = await intake.send(producer, taken)
+    # The event must be safe before we answer, even if the client hangs up meanwhile.
+    await asyncio.shield(intake.confirm(producer, taken, fut))
+    return _json(taken.receipt, 202 if taken.accepted else 422)
+
+
+def build_app(settings: Settings, pool: asyncpg.Pool[Any], producer: Any, *, gateway_id: str) -> web.Application:
+    # Larger than the event limit, so an oversized payload is refused with its reason (and
+    # lands on the dead-letter topic) instead of being cut off by the server.
+    app = web.Application(client_max_size=max(64 * 1024, 4 * MAX_PAYLOAD_BYTES))
+    app[INTAKE] = Intake(settings, pool, gateway_id=gateway_id, ingress=Ingress.HTTP)
+    app[PRODUCER] = producer
+    app[CREDENTIALS] = DeviceCredentials(pool)
+    app.router.add_post("/api/v1/devices/{device_id}/events", post_event)
+    return app
+
+
+class HttpIngest(Component):
+    name = "ingest"
+
+    def __init__(self, settings: Settings, pool: asyncpg.Pool[Any]) -> None:
+        super().__init__()
+        self.settings = settings
+        self.pool = pool
+        self.ready = asyncio.Event()
+        self.port: int | None = None
+
+    async def run(self) -> None:
+        gateway_id = f"ingest-{self.settings.instance_id}"
+        producer = kafka.producer(self.settings, client_id=f"pingan-{gateway_id}")
+        await producer.start()
+        try:
+            runner = web.AppRunner(
+                build_app(self.settings, self.pool, producer, gateway_id=gateway_id), access_log=None
+            )
+            await runner.setup()
+            try:
+                site = web.TCPSite(runner, self.settings.http_host, self.settings.ingest_port)
+                await site.start()
+                sockets = getattr(site._server, "sockets", None) or []
+                self.port = sockets[0].getsockname()[1] if sockets else self.settings.ingest_port
+                log.info("http ingest listening", port=self.port)
+                self.ready.set()
+                await self._stop.wait()
+            finally:
+                await runner.cleanup()  # finishes the requests in hand first
+        finally:
+            await producer.stop()

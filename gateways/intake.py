@@ -1,0 +1,138 @@
+"""What every ingress does with one input: validate it, turn it into a Kafka record (accepted
+events to `pingan.alarm-events`, refusals to the dead-letter topic with their reason), hand it
+to the producer, and wait until Kafka holds it (retrying for as long as it takes)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+import msgspec
+import structlog
+
+from core import kafka
+from core.metrics import Counters
+from core.settings import Settings
+from gateways.device_registry import PostgresDeviceLookup
+from gateways.validation import ClockLimits, DeviceCache, Rejection, Validator
+from schemas.events import AnyEvent
+from schemas.messages import AcceptedEvent, Ingress, Receipt, ReceiptStatus, RejectedInput
+
+log = structlog.get_logger(__name__)
+
+_DLQ_PAYLOAD_CHARS = 8192
+
+
+@dataclass(slots=True)
+class Taken:
+    """One input, ready for Kafka: its record, where it goes, and the device's receipt."""
+
+    kafka_topic: str
+    key: bytes | None
+    record: bytes
+    receipt: Receipt
+    result: AnyEvent | Rejection
+
+    @property
+    def accepted(self) -> bool:
+        return not isinstance(self.result, Rejection)
+
+
+class Intake:
+    def __init__(self, settings: Settings, pool: asyncpg.Pool[Any], *, gateway_id: str, ingress: Ingress) -> None:
+        self.settings = settings
+        self.gateway_id = gateway_id
+        self.ingress = ingress
+        self.topics = kafka.topics(settings)
+        self.validator = Validator(
+            DeviceCache(PostgresDeviceLookup(pool), ttl_s=settings.device_cache_ttl_s),
+            ClockLimits(
+                future=timedelta(seconds=settings.max_clock_skew_future_s),
+                past=timedelta(seconds=settings.max_event_age_s),
+            ),
+        )
+        self.counters = Counters("gateway" if ingress is Ingress.MQTT else "ingest")
+
+    async def take(
+        self, payload: bytes, *, topic_device: str | None, source: str | None, received_at: datetime
+    ) -> Taken:
+        result = await self.validator.validate(
+            payload, topic_device_id=topic_device, now=received_at, now_monotonic=time.monotonic()
+        )
+        if isinstance(result, Rejection):
+            self.counters.inc("rejected")
+            self.counters.inc(f"rejected.{result.reason.value}")
+            log.info(
+                "event rejected",
+                ingress=self.ingress.value,
+                reason=result.reason.value,
+                detail=result.detail,
+                device_id=topic_device,
+                event_id=result.event_id,
+            )
+            record = msgspec.json.encode(
+                RejectedInput(
+                    reason=result.reason,
+                    detail=result.detail,
+                    received_at=received_at,
+                    ingress=self.ingress,
+                    gateway_id=self.gateway_id,
+                    topic=source,
+                    device_id=result.device_id,
+                    event_id=result.event_id,
+                    payload=payload[:_DLQ_PAYLOAD_CHARS].decode("utf-8", errors="replace"),
+                    payload_bytes=len(payload),
+                )
+            )
+            receipt = Receipt(
+                status=ReceiptStatus.REJECTED,
+                device_id=topic_device or "",
+                at=received_at,
+                event_id=result.event_id,
+                reason=result.reason,
+                detail=result.detail,
+            )
+            key = (result.device_id or "").encode() or None
+            return Taken(self.topics.alarm_events_dlq, key, record, receipt, result)
+        self.counters.inc("accepted")
+        record = msgspec.json.encode(
+            AcceptedEvent(
+                event=result,  # type: ignore[arg-type]
+                received_at=received_at,
+                ingress=self.ingress,
+                gateway_id=self.gateway_id,
+            )
+        )
+        receipt = Receipt(
+            status=ReceiptStatus.ACCEPTED, device_id=result.device_id, at=received_at, event_id=result.event_id
+        )
+        return Taken(self.topics.alarm_events, result.device_id.encode(), record, receipt, result)
+
+    @staticmethod
+    async def send(producer: Any, taken: Taken) -> asyncio.Future[Any]:
+        """Hand the record to the producer (in arrival order: order per device is kept)."""
+        fut: asyncio.Future[Any] = await producer.send(taken.kafka_topic, taken.record, key=taken.key)
+        return fut
+
+    async def confirm(self, producer: Any, taken: Taken, fut: asyncio.Future[Any]) -> None:
+        """Return once Kafka holds the record (acks=all); if the producer gives up, send again."""
+        delay = 0.2
+        while True:
+            try:
+                await fut
+                return
+            except Exception as exc:  # noqa: BLE001 - Kafka gave up; keep the event, try again
+                log.warning(
+                    "kafka send failed, retrying",
+                    error=repr(exc),
+                    topic=taken.kafka_topic,
+                    device_id=taken.receipt.device_id,
+                    event_id=taken.receipt.event_id,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                fut = await self.send(producer, taken)
