@@ -13,6 +13,7 @@ from schemas.events import MAX_PAYLOAD_BYTES, DeviceEvent
 from schemas.messages import IncidentUpdate, OfficerNotification, Receipt, RejectedInput
 
 OUT_DIR = Path(__file__).parent / "jsonschema"
+ASYNCAPI_PATH = Path(__file__).parent / "asyncapi.json"
 BASE_ID = "https://pingan-dispatch.org/schemas/v1/"
 
 DOCUMENTS: dict[str, tuple[Any, str]] = {
@@ -44,6 +45,12 @@ def render(name: str) -> bytes:
     return orjson.dumps(schema, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
 
 
+def render_asyncapi() -> bytes:
+    from schemas.asyncapi import document
+
+    return orjson.dumps(document(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     check = "--check" in args
@@ -58,6 +65,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             path.write_bytes(content)
             print(f"wrote {path}")
+    content = render_asyncapi()
+    if check:
+        if not ASYNCAPI_PATH.exists() or ASYNCAPI_PATH.read_bytes() != content:
+            stale.append(ASYNCAPI_PATH.name)
+    else:
+        ASYNCAPI_PATH.write_bytes(content)
+        print(f"wrote {ASYNCAPI_PATH}")
     if stale:
         print("out of date: " + ", ".join(stale) + " (run: python -m schemas.generate)")
         return 1

@@ -17,16 +17,28 @@ def test_committed_json_schema_matches_the_typed_definitions() -> None:
         assert path.read_bytes() == generate.render(name), (
             f"{path.name} is out of date with schemas/: run `make schemas` and commit"
         )
+    assert generate.ASYNCAPI_PATH.read_bytes() == generate.render_asyncapi(), "asyncapi.json is out of date"
 
 
 def test_check_mode_reports_drift(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(generate, "OUT_DIR", tmp_path)
+    monkeypatch.setattr(generate, "ASYNCAPI_PATH", tmp_path / "asyncapi.json")
     assert generate.main(["--check"]) == 1  # nothing written yet: everything is stale
     assert generate.main([]) == 0
     assert generate.main(["--check"]) == 0
     doc = tmp_path / "device-event.schema.json"
     doc.write_text(doc.read_text().replace('"maxLength": 64', '"maxLength": 65', 1))
     assert generate.main(["--check"]) == 1
+
+
+def test_asyncapi_document_names_every_topic() -> None:
+    doc = json.loads(generate.ASYNCAPI_PATH.read_text())
+    assert doc["asyncapi"].startswith("3.")
+    addresses = {c["address"] for c in doc["channels"].values()}
+    assert "pingan/v1/devices/{deviceId}/events" in addresses
+    assert {"pingan.alarm-events", "pingan.alarm-events.dlq", "pingan.incident-updates"} <= addresses
+    for op in doc["operations"].values():
+        assert op["channel"]["$ref"].removeprefix("#/channels/") in doc["channels"]
 
 
 def test_every_event_type_of_the_contract_has_a_definition() -> None:
