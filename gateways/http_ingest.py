@@ -20,10 +20,10 @@ import structlog
 from aiohttp import web
 
 from core import kafka
-from core.lifecycle import Component
 from core.mosquitto_passwords import verify_password
 from core.settings import Settings
 from core.timeutil import utcnow
+from core.web_server import WebServer
 from gateways.intake import Intake
 from schemas import topics
 from schemas.events import MAX_PAYLOAD_BYTES
@@ -111,34 +111,21 @@ def build_app(settings: Settings, pool: asyncpg.Pool[Any], producer: Any, *, gat
     return app
 
 
-class HttpIngest(Component):
+class HttpIngest(WebServer):
     name = "ingest"
 
     def __init__(self, settings: Settings, pool: asyncpg.Pool[Any]) -> None:
-        super().__init__()
+        super().__init__(settings.http_host, settings.ingest_port)
         self.settings = settings
         self.pool = pool
-        self.ready = asyncio.Event()
-        self.port: int | None = None
+        self.gateway_id = f"ingest-{settings.instance_id}"
+        self.producer: Any = None
 
-    async def run(self) -> None:
-        gateway_id = f"ingest-{self.settings.instance_id}"
-        producer = kafka.producer(self.settings, client_id=f"pingan-{gateway_id}")
-        await producer.start()
-        try:
-            runner = web.AppRunner(
-                build_app(self.settings, self.pool, producer, gateway_id=gateway_id), access_log=None
-            )
-            await runner.setup()
-            try:
-                site = web.TCPSite(runner, self.settings.http_host, self.settings.ingest_port)
-                await site.start()
-                sockets = getattr(site._server, "sockets", None) or []
-                self.port = sockets[0].getsockname()[1] if sockets else self.settings.ingest_port
-                log.info("http ingest listening", port=self.port)
-                self.ready.set()
-                await self._stop.wait()
-            finally:
-                await runner.cleanup()  # finishes the requests in hand first
-        finally:
-            await producer.stop()
+    async def build(self) -> web.Application:
+        self.producer = kafka.producer(self.settings, client_id=f"pingan-{self.gateway_id}")
+        await self.producer.start()
+        return build_app(self.settings, self.pool, self.producer, gateway_id=self.gateway_id)
+
+    async def close(self) -> None:
+        if self.producer is not None:
+            await self.producer.stop()  # after the server finished the requests in hand

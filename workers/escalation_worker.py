@@ -63,10 +63,12 @@ class EscalationWorker(Component):
         try:
             await producer.start()
             try:
-                self.ready.set()
-                log.info("worker ready", group=self.settings.kafka_consumer_group)
                 while not self.stopping:
                     batches = await consumer.getmany(timeout_ms=200, max_records=self.settings.worker_batch_max)
+                    if not self.ready.is_set() and consumer.assignment():
+                        # Joined the group and got partitions: from here on nothing waits on us.
+                        self.ready.set()
+                        log.info("worker ready", group=self.settings.kafka_consumer_group)
                     if not batches:
                         continue
                     done = await self._process(batches, producer)

@@ -50,9 +50,10 @@ class RejectionRecorder(Component):
         )
         await consumer.start()
         try:
-            self.ready.set()
             while not self.stopping:
                 batches = await consumer.getmany(timeout_ms=200, max_records=500)
+                if not self.ready.is_set() and consumer.assignment():
+                    self.ready.set()
                 if not batches:
                     continue
                 rows = []

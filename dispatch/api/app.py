@@ -21,11 +21,11 @@ from core import kafka
 from core.errors import NotFound
 from core.incident_model import IllegalAction
 from core.incident_service import IncidentService
-from core.lifecycle import Component
 from core.officer_actions import Forbidden, Unauthenticated, covers, parse_incident_id, perform
 from core.sessions import revoke, sign_in
 from core.settings import Settings
 from core.timeutil import utcnow
+from core.web_server import WebServer
 from dispatch import stats
 from dispatch.api import admin, queries
 from dispatch.api.common import (
@@ -353,30 +353,18 @@ def build_app(
     return app
 
 
-class ApiServer(Component):
+class ApiServer(WebServer):
     name = "api"
 
     def __init__(self, settings: Settings, pool: asyncpg.Pool[Any]) -> None:
-        super().__init__()
+        super().__init__(settings.http_host, settings.http_port)
         self.settings = settings
         self.pool = pool
-        self.ready = asyncio.Event()
-        self.port: int | None = None
+        self.feed = LiveFeed(settings, pool)
 
-    async def run(self) -> None:
-        feed = LiveFeed(self.settings, self.pool)
-        await feed.start()
-        runner = web.AppRunner(build_app(self.settings, self.pool, feed=feed), access_log=None)
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, self.settings.http_host, self.settings.http_port)
-            await site.start()
-            server = site._server
-            sockets = getattr(server, "sockets", None) or []
-            self.port = sockets[0].getsockname()[1] if sockets else self.settings.http_port
-            log.info("api listening", host=self.settings.http_host, port=self.port)
-            self.ready.set()
-            await self._stop.wait()
-        finally:
-            await runner.cleanup()
-            await feed.stop()
+    async def build(self) -> web.Application:
+        await self.feed.start()  # the live queue's Kafka consumer
+        return build_app(self.settings, self.pool, feed=self.feed)
+
+    async def close(self) -> None:
+        await self.feed.stop()

@@ -168,7 +168,7 @@ async def test_officer_app_acts_over_mqtt_once_per_action_id(env, pipeline) -> N
         topic = f"pingan/v1/officers/{officer_id}/actions"
         await app.client.publish(topic, orjson.dumps(action), qos=1)
         _, result = await app.wait_for(lambda r: r.get("action_id") == "a-1")
-        assert result["ok"] is True and result["status"] == "on_scene"
+        assert result["ok"] is True and result["status"] == "on_scene", result
         await device.wait_for(lambda r: r["status"] == "on_scene")
         # The same action again (as after a redelivery) takes effect once, with the same answer.
         await app.client.publish(topic, orjson.dumps(action), qos=1)
