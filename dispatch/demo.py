@@ -59,7 +59,14 @@ class SimulatorComponent(Component):
 
 
 async def run_demo(settings: Settings, *, devices: int, rate: float) -> Any:
+    from dispatch.demo_city import DEMO_OFFICER_PASSWORD
+
     print("Ping'an Dispatch demo: all components + device simulator. Ctrl-C stops.")
+    print(
+        f"Duty desk: http://{settings.http_host}:{settings.http_port}/  sign in as do-990100-1 (city centre), "
+        f"do-990102001001-1 (a community centre) or go-990102001001001 (a grid officer); "
+        f"password {DEMO_OFFICER_PASSWORD}"
+    )
     await run_components(
         ALL,
         settings,
