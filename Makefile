@@ -68,6 +68,7 @@ simulate: venv
 # pytest exits 5 when it collected no tests: for this suite that is a failure, said plainly.
 test: venv
 	$(TEST_STACK_ENV) deploy/stack.sh up
+	deploy/browser.sh
 	@$(TEST_STACK_ENV) $(BIN)/python -m pytest $(ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5): treating as a failure"; exit 1; fi; \
 	exit $$rc

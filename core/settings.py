@@ -66,6 +66,8 @@ class Settings:
     """Distinct devices of one building (or grid cell) alarming within the window that form
     one major incident."""
     session_ttl_h: float = 12.0
+    cookie_secure: bool = False
+    """Mark the session cookie Secure: set it when the desk is served over TLS."""
     device_offline_after_s: int = 600
     """A device not heard from for this long is shown offline."""
     http_host: str = "127.0.0.1"

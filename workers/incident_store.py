@@ -357,7 +357,11 @@ class IncidentStore:
             None,
             {"major_id": str(major_id)},
         )
-        await conn.execute("UPDATE incidents SET event_count = event_count + 1 WHERE incident_id = $1", major_id)
+        await conn.execute(
+            "UPDATE incidents SET event_count = event_count + 1, version = version + 1, "
+            "updated_at = clock_timestamp() WHERE incident_id = $1",
+            major_id,
+        )
         await conn.execute(
             _TIMELINE,
             major_id,

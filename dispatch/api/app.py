@@ -101,23 +101,14 @@ async def me(request: web.Request) -> web.Response:
     return json_response(_officer_json(o))
 
 
-_INCIDENT = """
-SELECT i.incident_id, i.case_number, i.category, i.status, i.priority, i.level, i.awaiting,
-       i.deadline_at, i.device_id, i.grid_code, i.event_type, i.first_event_id, i.pressed_at,
-       i.received_at, i.opened_at, i.first_notified_at, i.acknowledged_at, i.acknowledged_by,
-       i.ack_level, i.on_scene_at, i.on_scene_by, i.closed_at, i.closed_by, i.outcome, i.referral,
-       i.assigned_to, i.is_major, i.major_id, i.event_count, i.version, i.policy,
-       d.kind AS device_kind, d.address, d.resident_note, d.building
-  FROM incidents i LEFT JOIN devices d ON d.device_id = i.device_id
- WHERE i.incident_id = $1
-"""
+
 
 
 async def get_incident(request: web.Request) -> web.Response:
     officer = await current_officer(request)
     incident_id = parse_incident_id(request.match_info["incident_id"])
     async with request.app[POOL].acquire() as conn:
-        row = await conn.fetchrow(_INCIDENT, incident_id)
+        row = await conn.fetchrow(queries.ONE, incident_id)
         if row is None:
             raise NotFound(f"no incident {incident_id}")
         if not await covers(conn, officer.unit_code, row["grid_code"]):
@@ -141,9 +132,9 @@ async def get_incident(request: web.Request) -> web.Response:
             "SELECT incident_id, device_id, status, case_number FROM incidents WHERE major_id = $1 ORDER BY opened_at",
             incident_id,
         )
-        grid_name = await conn.fetchval("SELECT name FROM units WHERE code = $1", row["grid_code"])
+        policy = await conn.fetchval("SELECT policy FROM incidents WHERE incident_id = $1", incident_id)
     body = dict(row)
-    body["grid_name"] = grid_name
+    body["policy"] = policy
     body["timeline"] = [dict(r) for r in timeline]
     body["notifications"] = [dict(r) for r in notes]
     body["device_history"] = [dict(r) for r in history]
@@ -229,7 +220,13 @@ async def post_sign_in(request: web.Request) -> web.Response:
         }
     )
     resp.set_cookie(
-        SESSION_COOKIE, token, httponly=True, samesite="Strict", path="/", max_age=int(settings.session_ttl_h * 3600)
+        SESSION_COOKIE,
+        token,
+        httponly=True,
+        samesite="Strict",
+        path="/",
+        secure=settings.cookie_secure,
+        max_age=int(settings.session_ttl_h * 3600),
     )
     return resp
 
@@ -260,8 +257,12 @@ async def list_incidents(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as conn:
         if unit is not None and not await _unit_in(conn, unit, officer.unit_code):
             raise Forbidden(f"unit {unit} is outside the jurisdiction of {officer.unit_code}")
-        rows = await conn.fetch(sql, officer.unit_code, unit, limit, offset)
-        newest = await conn.fetchval("SELECT max(updated_at) FROM incidents")
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            rows = await conn.fetch(sql, officer.unit_code, unit, limit, offset)
+            newest = await conn.fetchval(
+                "SELECT max(i.updated_at) FROM incidents i JOIN units g ON g.code = i.grid_code WHERE $1 = ANY(g.path)",
+                officer.unit_code,
+            )
     return json_response({"items": [dict(r) for r in rows], "limit": limit, "offset": offset, "cursor": newest})
 
 
