@@ -4,6 +4,7 @@ credentials), presses at a set rate, and what the resident and the officer see o
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import time
 import uuid
@@ -44,6 +45,13 @@ class Fleet:
         self.pressed: dict[str, float] = {}  # event_id -> monotonic press time
         self.receipt_ms: dict[str, float] = {}
         self._next = 0
+        # Alarms latch: a device whose incident is still open would join it instead of opening
+        # a new one. An alarm press goes only to a device that is free: freed a while after its
+        # incident was notified (the resolver closes notified incidents every half second).
+        self._free: collections.deque[MqttClient] = collections.deque()
+        self._busy: dict[str, MqttClient] = {}  # event_id -> the device that pressed it
+        self.joined = 0  # presses that joined an open incident (must stay 0)
+        self.starved = 0  # presses deferred because no device was free
 
     async def connect(self, concurrency: int = 200) -> float:
         sem = asyncio.Semaphore(concurrency)
@@ -71,6 +79,7 @@ class Fleet:
 
         results = await asyncio.gather(*(one(d) for d in self.device_ids))
         self.clients = [c for c in results if c is not None]
+        self._free.extend(self.clients)
         if self.receipts:
             for c in self.clients:
                 self._tasks.append(asyncio.create_task(self._read_receipts(c), name="bench.receipts"))
@@ -80,6 +89,9 @@ class Fleet:
         async for msg in c.messages():
             with contextlib.suppress(ValueError):
                 r = orjson.loads(msg.payload)
+                if r.get("status") == "incident_joined":
+                    self.joined += 1
+                    self.release(r.get("event_id", ""))
                 if r.get("status") == "accepted":
                     t0 = self.pressed.get(r.get("event_id", ""))
                     if t0 is not None:
@@ -91,10 +103,22 @@ class Fleet:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.gather(*(c.stop() for c in self.clients), return_exceptions=True)
 
+    def release(self, event_id: str, after_s: float = 1.5) -> None:
+        c = self._busy.pop(event_id, None)
+        if c is not None:
+            asyncio.get_running_loop().call_later(after_s, self._free.append, c)
+
+    def can_press(self, type_: str) -> bool:
+        return type_ == "device.heartbeat" or bool(self._free)
+
     def press(self, type_: str, tag: str) -> tuple[str, asyncio.Future[None]]:
-        """The next device (round robin) publishes one event; returns its id and PUBACK future."""
-        c = self.clients[self._next % len(self.clients)]
-        self._next += 1
+        """A device publishes one event (an alarm from a free device, a heartbeat from the next
+        one round robin); returns the event id and the PUBACK future."""
+        if type_ == "device.heartbeat":
+            c = self.clients[self._next % len(self.clients)]
+            self._next += 1
+        else:
+            c = self._free.popleft()
         device_id = c.client_id.removeprefix("bench-")
         seq = self._seq.get(device_id, 0) + 1
         self._seq[device_id] = seq
@@ -110,6 +134,7 @@ class Fleet:
         )
         if type_ != "device.heartbeat":
             self.pressed[event_id] = time.monotonic()
+            self._busy[event_id] = c
         return event_id, c.publish_nowait(topics.device_events(device_id), payload, qos=1)
 
 
@@ -145,6 +170,7 @@ class OfficerProbe:
                 t0 = self.fleet.pressed.get(eid)
                 if t0 is not None and eid not in self.notified_ms:
                     self.notified_ms[eid] = (msg.received_monotonic - t0) * 1000
+                    self.fleet.release(eid)
 
     async def stop(self) -> None:
         if self._task:
@@ -163,6 +189,9 @@ async def drive(fleet: Fleet, *, rate: float, duration: float, type_: str, tag: 
     while (now := time.monotonic()) - t0 < duration:
         due = int(rate * (now - t0)) + 1
         while len(ids) < due:
+            if not fleet.can_press(type_):
+                fleet.starved += 1
+                break
             eid, fut = fleet.press(type_, tag)
             ids.append(eid)
             futures.append(fut)

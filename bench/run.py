@@ -50,7 +50,7 @@ QUICK = {
     "burst_s": 20,
     "connections": 3000,
     "conn_s": 20,
-    "fleet": 1000,
+    "fleet": 3000,  # an alarm press needs a device without an open incident: a burst needs many
 }
 FULL = {
     "floor_n": 2000,
@@ -61,7 +61,7 @@ FULL = {
     "burst_s": 300,
     "connections": 10000,
     "conn_s": 60,
-    "fleet": 1000,
+    "fleet": 10000,
 }
 
 
@@ -162,6 +162,7 @@ async def run_step(
     for w in watched:
         w.start()
     sampler = asyncio.create_task(_sample(watched), name="bench.sampler")
+    joined0, starved0 = fleet.joined, fleet.starved
     res, ids = await drive(fleet, rate=rate, duration=duration, type_=type_, tag=tag)
     alarm = type_ != "device.heartbeat"
 
@@ -178,6 +179,8 @@ async def run_step(
     cpu = {w.name: round(w.cpu_share(), 3) for w in watched}
     rss = {w.name: round(w.rss_max, 1) for w in watched}
     out = _step_json(res, recorded, drain, cpu, rss, alarm)
+    out["joined_open_incident"] = fleet.joined - joined0
+    out["no_free_device"] = fleet.starved - starved0
     out["throughput_per_s"] = round(recorded / (duration + max(drain, 0.0)), 1)
     return out
 
@@ -383,17 +386,20 @@ async def generator_ceiling(fleet: Fleet, duration: float) -> float:
 
 
 async def connections(settings: Settings, ctx: dict[str, Any], p: dict[str, Any], light: float) -> dict[str, Any]:
-    extra_ids = [f"b{i:06d}" for i in range(p["fleet"], p["connections"])]
+    extra_ids = [f"b{i:06d}" for i in range(p["fleet"], max(p["fleet"], p["connections"]))]
     extra = Fleet(settings, extra_ids, DEVICE_PASSWORD, receipts=False)
     connect_s = await extra.connect()
     connected = len(extra.clients) + len(ctx["fleet"].clients)
 
+    fleets = [f for f in (ctx["fleet"], extra) if f.clients]
+
     async def heartbeats() -> None:
-        per_s = len(extra.clients) / 30
+        """Every connected device sends a heartbeat every 30 s."""
         while True:
             t = time.monotonic()
-            for _ in range(max(1, int(per_s))):
-                extra.press("device.heartbeat", "conn-hb")
+            for f in fleets:
+                for _ in range(max(1, len(f.clients) // 30)):
+                    f.press("device.heartbeat", "conn-hb")
             await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - t)))
 
     hb = asyncio.create_task(heartbeats(), name="bench.heartbeats")
