@@ -20,6 +20,7 @@ import structlog
 from core import kafka
 from core.lifecycle import Component
 from core.mqtt import MqttClient, MqttMessage
+from core.platform_mqtt import platform_client
 from core.settings import Settings
 from core.timeutil import utcnow
 from gateways.intake import Intake, Taken
@@ -46,16 +47,12 @@ class MqttGateway(Component):
 
     async def run(self) -> None:
         producer = kafka.producer(self.settings, client_id=f"pingan-{self.gateway_id}")
-        mqtt = MqttClient(
-            host=self.settings.mqtt_host,
-            port=self.settings.mqtt_port,
+        mqtt = platform_client(
+            self.settings,
             client_id=f"pingan-{self.gateway_id}",
-            username=self.settings.mqtt_username,
-            password=self.settings.mqtt_password,
-            clean_start=False,
-            session_expiry=self.settings.mqtt_session_expiry_s,
-            manual_ack=True,
             name="gateway.mqtt",
+            persistent=True,
+            manual_ack=True,
         )
         await producer.start()
         try:

@@ -23,6 +23,7 @@ from core.lifecycle import Component
 from core.mqtt import MqttClient, MqttMessage
 from core.officer_actions import Forbidden, load_officer, parse_incident_id, perform
 from core.pg_errors import is_transient
+from core.platform_mqtt import platform_client
 from core.settings import Settings
 from core.timeutil import utcnow
 from schemas import topics
@@ -52,16 +53,12 @@ class OfficerActionsGateway(Component):
         self.ready = asyncio.Event()
 
     async def run(self) -> None:
-        mqtt = MqttClient(
-            host=self.settings.mqtt_host,
-            port=self.settings.mqtt_port,
+        mqtt = platform_client(
+            self.settings,
             client_id=f"pingan-actions-{self.settings.instance_id}",
-            username=self.settings.mqtt_username,
-            password=self.settings.mqtt_password,
-            clean_start=False,
-            session_expiry=self.settings.mqtt_session_expiry_s,
-            manual_ack=True,
             name="actions.mqtt",
+            persistent=True,
+            manual_ack=True,
         )
         await mqtt.start()
         try:

@@ -181,17 +181,12 @@ class IncidentStore:
                 return
             if category is Category.ALARM and await self._correlate(conn, ev, accepted, row_id, device, out, now):
                 return
-            opened = await self.service.open(
+            opened = await self._open(
                 conn,
-                category=category.value,
-                priority=type(ev).priority,
-                device_id=ev.device_id,
-                grid_code=device["grid_code"],
-                event_type=ev.type,
-                event_id=ev.event_id,
-                pressed_at=ev.occurred_at,
-                received_at=accepted.received_at,
-                now=now,
+                ev,
+                accepted,
+                device,
+                now,
                 actor=actor,
                 reason=f"{ev.type} from {device['kind']} at {device['address'] or device['grid_code']}",
                 event_row_id=row_id,
@@ -202,6 +197,31 @@ class IncidentStore:
                 return
             # Another transaction opened one between our check and insert: join it instead.
         raise RuntimeError(f"could not open or join an incident for {ev.device_id}")
+
+    async def _open(
+        self,
+        conn: asyncpg.Connection[Any],
+        ev: AnyEvent,
+        accepted: AcceptedEvent,
+        device: asyncpg.Record,
+        now: datetime,
+        **kwargs: Any,
+    ) -> Any:
+        """Open an incident for this event (kwargs: actor, reason, category, and the rest of
+        IncidentService.open's options)."""
+        kwargs.setdefault("category", type(ev).category.value)
+        kwargs.setdefault("device_id", ev.device_id)
+        return await self.service.open(
+            conn,
+            priority=type(ev).priority,
+            grid_code=device["grid_code"],
+            event_type=ev.type,
+            event_id=ev.event_id,
+            pressed_at=ev.occurred_at,
+            received_at=accepted.received_at,
+            now=now,
+            **kwargs,
+        )
 
     async def _join(
         self,
@@ -288,17 +308,13 @@ class IncidentStore:
         if major_id is None and len({r["device_id"] for r in neighbours}) + 1 < c.threshold:
             return False
         if major_id is None:
-            opened = await self.service.open(
+            opened = await self._open(
                 conn,
-                category="alarm",
-                priority=type(ev).priority,
+                ev,
+                accepted,
+                device,
+                now,
                 device_id=None,
-                grid_code=device["grid_code"],
-                event_type=ev.type,
-                event_id=ev.event_id,
-                pressed_at=ev.occurred_at,
-                received_at=accepted.received_at,
-                now=now,
                 actor="system:correlator",
                 reason=(
                     f"major incident: {len(neighbours) + 1} devices alarming in "
@@ -317,17 +333,12 @@ class IncidentStore:
             for r in neighbours:
                 await self._make_member(conn, r["incident_id"], major_id, now)
         # The new alarm gets its own incident (its device, its receipts), as a member.
-        member = await self.service.open(
+        member = await self._open(
             conn,
-            category="alarm",
-            priority=type(ev).priority,
-            device_id=ev.device_id,
-            grid_code=device["grid_code"],
-            event_type=ev.type,
-            event_id=ev.event_id,
-            pressed_at=ev.occurred_at,
-            received_at=accepted.received_at,
-            now=now,
+            ev,
+            accepted,
+            device,
+            now,
             actor=f"device:{ev.device_id}",
             reason=f"{ev.type} from {device['kind']} at {device['address']} (part of a major incident)",
             event_row_id=row_id,

@@ -23,6 +23,7 @@ from core.metrics import Counters
 from core.mqtt import MqttClient
 from core.pg_errors import is_transient
 from core.pg_wakeup import Wakeup
+from core.platform_mqtt import platform_client
 from core.settings import Settings
 from core.timeutil import utcnow
 from schemas import topics as mqtt_topics
@@ -83,12 +84,9 @@ class Notifier(Component):
         self.ready = asyncio.Event()
 
     async def run(self) -> None:
-        mqtt = MqttClient(
-            host=self.settings.mqtt_host,
-            port=self.settings.mqtt_port,
+        mqtt = platform_client(
+            self.settings,
             client_id=f"pingan-notifier-{self.settings.instance_id}",
-            username=self.settings.mqtt_username,
-            password=self.settings.mqtt_password,
             name="notifier.mqtt",
         )
         wakeup = Wakeup(self.settings.database_url, "pingan_notifications")

@@ -20,6 +20,7 @@ from core.metrics import Counters
 from core.mqtt import MqttClient
 from core.pg_errors import is_transient
 from core.pg_wakeup import Wakeup
+from core.platform_mqtt import platform_client
 from core.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -46,12 +47,9 @@ class OutboxRelay(Component):
 
     async def run(self) -> None:
         producer = kafka.producer(self.settings, client_id=f"pingan-relay-{self.settings.instance_id}")
-        mqtt = MqttClient(
-            host=self.settings.mqtt_host,
-            port=self.settings.mqtt_port,
+        mqtt = platform_client(
+            self.settings,
             client_id=f"pingan-relay-{self.settings.instance_id}",
-            username=self.settings.mqtt_username,
-            password=self.settings.mqtt_password,
             name="relay.mqtt",
         )
         wakeup = Wakeup(self.settings.database_url, "pingan_outbox")

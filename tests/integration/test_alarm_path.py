@@ -16,22 +16,13 @@ from core.timeutil import utcnow
 from schemas import topics
 from schemas.messages import Ingress
 from tests.support.mqtt_clients import device_client, event_payload, platform_client
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.stack
 
 GRID = "990102001001001"
 GRID_OFFICER = f"go-{GRID}"
 
-
-async def wait_until(fn: Any, timeout: float = 10.0, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"condition not met within {timeout} s (last value {value!r})")
-        await asyncio.sleep(interval)
 
 
 async def test_press_reaches_receipt_incident_and_officer_within_two_seconds(env, pipeline) -> None:

@@ -32,6 +32,7 @@ from dispatch.credentials import demo_password
 from schemas import topics
 from tests.support.mqtt_clients import event_payload
 from tests.support.pipeline import Pipeline
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -160,16 +161,6 @@ async def device_rows(env: Any) -> str:
         await env.pool.fetchval("SELECT md5(coalesce(string_agg(d::text, '|' ORDER BY device_id), '')) FROM devices d")
     )
 
-
-async def wait_until(fn: Any, timeout: float = 30.0, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"condition not met within {timeout} s (last value {value!r})")
-        await asyncio.sleep(interval)
 
 
 @contextlib.asynccontextmanager
