@@ -89,3 +89,7 @@ lint: venv
 
 schemas: venv
 	$(BIN)/python -m schemas.generate
+
+# Fault injection on a stack of its own (.stack-chaos/, other ports): ARGS="--short" for ~10 s a scenario.
+chaos: venv
+	$(BIN)/python -m chaos.run $(ARGS)

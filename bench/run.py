@@ -97,7 +97,6 @@ async def prepare(base: Settings, n_devices: int, tag: str) -> Settings:
         database_url=base.database_url.rsplit("/", 1)[0] + "/" + db_name,
         kafka_topic_prefix=f"pingan-bench-{tag}",
         kafka_consumer_group=f"pingan-bench-{tag}",
-        mqtt_shared_group=f"pingan-bench-{tag}",
         instance_id=f"bench-{tag}",
         correlation_threshold=10**9,  # every press opens an incident of its own
         log_level="warning",

@@ -20,6 +20,8 @@ def is_transient(exc: BaseException) -> bool:
             asyncpg.DeadlockDetectedError,
             asyncpg.AdminShutdownError,
             asyncpg.TooManyConnectionsError,
+            # the connection broke in the middle of a transaction (the server restarted)
+            asyncpg.InternalClientError,
         ),
     ):
         return True

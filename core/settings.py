@@ -47,7 +47,13 @@ class Settings:
     mqtt_password_file: str = field(default_factory=lambda: str(Path(_default_stack_dir()) / "mosquitto" / "passwd"))
     mqtt_pid_file: str = field(default_factory=lambda: str(Path(_default_stack_dir()) / "mosquitto" / "mosquitto.pid"))
     mqtt_session_expiry_s: int = 7 * 24 * 3600
-    mqtt_shared_group: str = "pingan-gateways"
+    mqtt_shared_group: str = ""
+    """Empty (the default): each gateway holds a plain persistent subscription, which
+    Mosquitto 2.0 keeps across a broker restart. A group name: gateways share one
+    subscription ($share/<group>/...) to spread the load; Mosquitto 2.0.11 does not restore a
+    shared subscription after a restart, and until the gateways reconnect it answers devices
+    "no matching subscribers" and drops their events, so use it with a broker that keeps
+    shared subscriptions (EMQX, VerneMQ)."""
 
     # Components
     instance_id: str = field(default_factory=socket.gethostname)

@@ -16,6 +16,7 @@ import structlog
 
 from core import kafka
 from core.metrics import Counters
+from core.pg_errors import is_transient
 from core.settings import Settings
 from gateways.device_registry import PostgresDeviceLookup
 from gateways.validation import ClockLimits, DeviceCache, Rejection, Validator
@@ -60,9 +61,21 @@ class Intake:
     async def take(
         self, payload: bytes, *, topic_device: str | None, source: str | None, received_at: datetime
     ) -> Taken:
-        result = await self.validator.validate(
-            payload, topic_device_id=topic_device, now=received_at, now_monotonic=time.monotonic()
-        )
+        delay = 0.1
+        while True:
+            try:
+                result = await self.validator.validate(
+                    payload, topic_device_id=topic_device, now=received_at, now_monotonic=time.monotonic()
+                )
+                break
+            except Exception as exc:
+                # The device registry (Postgres) is briefly away: the event waits (unacknowledged,
+                # so the broker keeps it) rather than being refused or the gateway dying.
+                if not is_transient(exc):
+                    raise
+                log.warning("device lookup failed, retrying", error=repr(exc), device_id=topic_device)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
         if isinstance(result, Rejection):
             self.counters.inc("rejected")
             self.counters.inc(f"rejected.{result.reason.value}")

@@ -1,11 +1,13 @@
 """The MQTT gateway: device events in, Kafka out, PUBACK only once Kafka holds the event.
 
-One shared subscription (`$share/pingan-gateways/pingan/v1/devices/+/events`) spreads devices
-over any number of gateways. Each gateway keeps a stable client id and a persistent MQTT 5
-session, so events published while it is down, or received but not yet acknowledged when it
-died, are delivered to it again. Messages are validated and handed to the Kafka producer in
-arrival order (order per device is kept); the broker's PUBACK and the device's receipt follow
-when Kafka has acknowledged the record (acks=all).
+A plain persistent subscription to `pingan/v1/devices/+/events` by default (it survives a
+Mosquitto restart); with PINGAN_MQTT_SHARED_GROUP set, a shared subscription
+(`$share/<group>/...`) spreads devices over any number of gateways. Each gateway keeps a
+stable client id and a persistent MQTT 5 session, so events published while it is down, or
+received but not yet acknowledged when it died, are delivered to it again. Messages are
+validated and handed to the Kafka producer in arrival order (order per device is kept); the
+broker's PUBACK and the device's receipt follow when Kafka has acknowledged the record
+(acks=all).
 """
 
 from __future__ import annotations

@@ -62,7 +62,8 @@ class OfficerActionsGateway(Component):
         )
         await mqtt.start()
         try:
-            await mqtt.subscribe(topics.shared(ACTIONS_FILTER, self.settings.mqtt_shared_group + "-actions"), qos=1)
+            group = self.settings.mqtt_shared_group and self.settings.mqtt_shared_group + "-actions"
+            await mqtt.subscribe(topics.shared(ACTIONS_FILTER, group), qos=1)
             self.ready.set()
             log.info("officer actions gateway ready")
             messages = mqtt.messages().__aiter__()

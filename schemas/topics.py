@@ -17,7 +17,8 @@ SHARED_GROUP = "pingan-gateways"
 
 
 def shared(topic_filter: str, group: str = SHARED_GROUP) -> str:
-    return f"$share/{group}/{topic_filter}"
+    """`$share/<group>/<filter>`, or the plain filter when the group is empty."""
+    return f"$share/{group}/{topic_filter}" if group else topic_filter
 
 
 def device_events(device_id: str) -> str:

@@ -40,7 +40,6 @@ class TestEnvironment:
             kafka_topic_prefix=f"pingan-test-{tag}",
             kafka_consumer_group=f"pingan-test-workers-{tag}",
             kafka_partitions=3,
-            mqtt_shared_group=f"pingan-test-gw-{tag}",
             mqtt_session_expiry_s=60,
             instance_id=f"test-{tag}",
             poll_interval_s=0.5,

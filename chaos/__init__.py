@@ -1,0 +1,1 @@
+"""Fault injection for the alarm path: `make chaos` (python -m chaos.run [--short])."""
