@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
 import sys
 import time
 import uuid
@@ -21,7 +20,9 @@ from typing import Any
 import asyncpg
 import orjson
 
+from bench import harness
 from bench.floors import kafka_floor, mqtt_floor, postgres_floor
+from bench.harness import say
 from bench.load import Fleet, OfficerProbe, StepResult, collect, drive, wait_until
 from bench.procs import REPO, Components, Watched, service_pid
 from bench.stats import summary
@@ -65,36 +66,14 @@ FULL = {
 }
 
 
-def say(msg: str) -> None:
-    sys.stdout.write(f"[{datetime.now(UTC).strftime('%H:%M:%S')}] {msg}\n")
-    sys.stdout.flush()
-
-
 def stack_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(BENCH_STACK)
-    subprocess.run([str(REPO / "deploy" / "stack.sh"), "up"], env=env, check=True, stdout=subprocess.DEVNULL)
-    out = subprocess.run(
-        [str(REPO / "deploy" / "stack.sh"), "env"], env=env, check=True, capture_output=True, text=True
-    ).stdout
-    for line in out.splitlines():
-        if line.startswith("export ") and "=" in line:
-            k, v = line[len("export ") :].split("=", 1)
-            env[k] = v.strip("'\"")
-    return env
+    return harness.stack_env(BENCH_STACK)
 
 
 async def prepare(base: Settings, n_devices: int, tag: str) -> Settings:
-    db_name = f"pingan_bench_{tag}"
-    admin = await asyncpg.connect(base.database_url)
-    try:
-        for old in await admin.fetch("SELECT datname FROM pg_database WHERE datname LIKE 'pingan_bench_%'"):
-            await admin.execute(f'DROP DATABASE IF EXISTS "{old["datname"]}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{db_name}"')
-    finally:
-        await admin.close()
+    dsn = await harness.fresh_database(base.database_url, "pingan_bench", tag)
     settings = base.replace(
-        database_url=base.database_url.rsplit("/", 1)[0] + "/" + db_name,
+        database_url=dsn,
         kafka_topic_prefix=f"pingan-bench-{tag}",
         kafka_consumer_group=f"pingan-bench-{tag}",
         instance_id=f"bench-{tag}",

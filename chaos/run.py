@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -26,9 +24,11 @@ from typing import Any
 import asyncpg
 import orjson
 
+from bench import harness
+from bench.harness import say
 from bench.load import Fleet
 from bench.procs import REPO
-from chaos.faults import STACK_SH, ChaosComponents, restart_service, stack_up
+from chaos.faults import ChaosComponents, restart_service, stack_up
 from chaos.ledger import Probe, Resolver, drain, drive, ledger, recorded_ids, unnotified
 from core import db, kafka
 from core.logging import configure
@@ -75,21 +75,8 @@ FULL = Pace()
 SHORT = Pace(duration_s=10.0, fault_at_s=3.0)
 
 
-def say(msg: str) -> None:
-    sys.stdout.write(f"[{datetime.now(UTC).strftime('%H:%M:%S')}] {msg}\n")
-    sys.stdout.flush()
-
-
 def stack_env(stack: dict[str, str]) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(stack)
-    stack_up(env)
-    out = subprocess.run([STACK_SH, "env"], env=env, check=True, capture_output=True, text=True).stdout
-    for line in out.splitlines():
-        if line.startswith("export ") and "=" in line:
-            k, v = line[len("export ") :].split("=", 1)
-            env[k] = v.strip("'\"")
-    return env
+    return harness.stack_env(stack)
 
 
 def device_ids(n: int) -> list[str]:
@@ -119,17 +106,10 @@ def chaos_settings(settings: Settings, instance_id: str) -> Settings:
 
 async def prepare(base: Settings, n_devices: int, tag: str) -> Settings:
     """A fresh database (older chaos databases dropped), migrated, the demo city, the devices."""
-    db_name = f"pingan_chaos_{tag}"
-    admin = await asyncpg.connect(base.database_url)
-    try:
-        for old in await admin.fetch("SELECT datname FROM pg_database WHERE datname LIKE 'pingan_chaos_%'"):
-            await admin.execute(f'DROP DATABASE IF EXISTS "{old["datname"]}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{db_name}"')
-    finally:
-        await admin.close()
+    dsn = await harness.fresh_database(base.database_url, "pingan_chaos", tag)
     settings = chaos_settings(
         base.replace(
-            database_url=base.database_url.rsplit("/", 1)[0] + "/" + db_name,
+            database_url=dsn,
             kafka_topic_prefix=f"pingan-chaos-{tag}",
             kafka_consumer_group=f"pingan-chaos-{tag}",
         ),

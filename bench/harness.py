@@ -1,0 +1,47 @@
+"""What the benchmark and the fault suite share: a stack of their own, a fresh database,
+timestamped progress lines."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+
+import asyncpg
+
+from bench.procs import REPO
+
+STACK_SH = str(REPO / "deploy" / "stack.sh")
+
+
+def say(msg: str) -> None:
+    sys.stdout.write(f"[{datetime.now(UTC).strftime('%H:%M:%S')}] {msg}\n")
+    sys.stdout.flush()
+
+
+def stack_env(stack: dict[str, str]) -> dict[str, str]:
+    """Bring up the stack named by `stack` (PINGAN_STACK_DIR and ports) and return the
+    environment with its PINGAN_* settings."""
+    env = dict(os.environ)
+    env.update(stack)
+    subprocess.run([STACK_SH, "up"], env=env, check=True, stdout=subprocess.DEVNULL)
+    out = subprocess.run([STACK_SH, "env"], env=env, check=True, capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        if line.startswith("export ") and "=" in line:
+            k, v = line[len("export ") :].split("=", 1)
+            env[k] = v.strip("'\"")
+    return env
+
+
+async def fresh_database(admin_dsn: str, prefix: str, tag: str) -> str:
+    """Drop the earlier `<prefix>_*` databases, create `<prefix>_<tag>`; returns its DSN."""
+    name = f"{prefix}_{tag}"
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        for old in await admin.fetch("SELECT datname FROM pg_database WHERE datname LIKE $1", prefix + "\\_%"):
+            await admin.execute(f'DROP DATABASE IF EXISTS "{old["datname"]}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return admin_dsn.rsplit("/", 1)[0] + "/" + name
