@@ -271,6 +271,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         results["generator_ceiling_per_s"] = await generator_ceiling(fleet, 5.0)
         say(f"  {results['generator_ceiling_per_s']} QoS 1 publishes/s")
 
+        if args.rate:
+            say(f"one step at {args.rate:.0f}/s")
+            step = await run_step(ctx, rate=args.rate, duration=p["step_s"], tag=f"one{tag}", drain_s=p["drain_s"])
+            step["held"] = held(step)
+            results["one_step"] = step
+            say(orjson.dumps(step, option=orjson.OPT_INDENT_2).decode())
+            return results
         say("maximum sustained rate (every press opens an incident and notifies an officer)")
         steps, best = [], None
         rate = 100.0
@@ -455,6 +462,12 @@ def _ratio(a: float | None, b: float) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--full", action="store_true", help="the long run (minutes per step)")
+    ap.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="measure only the alarm path at this rate (one step, no search): for profiling",
+    )
     args = ap.parse_args()
     from core.logging import configure
 
@@ -465,7 +478,8 @@ def main() -> int:
     path = out_dir / f"results-{results['mode']}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}.json"
     path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     print()
-    print(table(results))
+    if "one_step" not in results:
+        print(table(results))
     print(f"\nresults: {path}")
     return 0
 

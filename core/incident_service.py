@@ -62,15 +62,39 @@ UPDATE incidents
  WHERE incident_id = $1
 """
 
-_INSERT = """
-INSERT INTO incidents (case_number, category, status, priority, level, level_index, device_id,
+_INCIDENT_COLUMNS = """case_number, category, status, priority, level, level_index, device_id,
                        grid_code, event_type, first_event_id, pressed_at, received_at, opened_at,
-                       policy, awaiting, deadline_at, remind_at, due_at, is_major, correlation_key)
-VALUES (substr($7, 1, 6) || '-' || to_char($12 AT TIME ZONE 'UTC', 'YYYYMMDD') || '-'
-          || lpad(nextval('case_number_seq')::text, 6, '0'),
+                       policy, awaiting, deadline_at, remind_at, due_at, is_major, correlation_key"""
+
+# Case numbers: the district's code, the day (UTC) and a city-wide sequence.
+_CASE_NUMBER = """substr({grid}, 1, 6) || '-' || to_char({opened} AT TIME ZONE 'UTC', 'YYYYMMDD') || '-'
+          || lpad(nextval('case_number_seq')::text, 6, '0')"""
+
+_INSERT = f"""
+INSERT INTO incidents ({_INCIDENT_COLUMNS})
+VALUES ({_CASE_NUMBER.format(grid="$7", opened="$12")},
         $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
 ON CONFLICT DO NOTHING
 RETURNING incident_id
+"""
+
+# Many ordinary incidents (one per device, not major) in one statement, in the given order;
+# a device that already has an open incident of the category is skipped (not returned).
+INSERT_MANY = f"""
+INSERT INTO incidents ({_INCIDENT_COLUMNS})
+SELECT {_CASE_NUMBER.format(grid="v.grid_code", opened="v.opened_at")},
+       v.category, v.status, v.priority, v.level, v.level_index, v.device_id, v.grid_code,
+       v.event_type, v.event_id, v.pressed_at, v.received_at, v.opened_at, v.policy::jsonb,
+       v.awaiting, v.deadline_at, v.remind_at, v.due_at, false, NULL
+  FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::int[], $6::text[], $7::text[],
+              $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[], $12::timestamptz[],
+              $13::text[], $14::text[], $15::timestamptz[], $16::timestamptz[], $17::timestamptz[])
+       WITH ORDINALITY AS v(category, status, priority, level, level_index, device_id, grid_code,
+                            event_type, event_id, pressed_at, received_at, opened_at, policy,
+                            awaiting, deadline_at, remind_at, due_at, ord)
+ ORDER BY v.ord
+ON CONFLICT DO NOTHING
+RETURNING incident_id, case_number, device_id, category
 """
 
 # Officers on shift at the unit of `level_index` on the grid cell's path (0 = the grid cell).
@@ -93,18 +117,42 @@ SELECT p.unit_code, p.levels, p.cancel_grace_s
  LIMIT 1
 """
 
-_QUEUE = """
+# The policy of each (grid cell, priority): like _POLICY, for many at once.
+POLICIES_MANY = """
+SELECT q.grid_code, q.priority, p.unit_code, p.levels, p.cancel_grace_s
+  FROM unnest($1::text[], $2::int[]) AS q(grid_code, priority)
+ CROSS JOIN LATERAL (
+       SELECT p.unit_code, p.levels, p.cancel_grace_s
+         FROM units g
+        CROSS JOIN LATERAL unnest(g.path) WITH ORDINALITY AS a(code, depth)
+         JOIN escalation_policies p ON p.unit_code = a.code AND p.priority = q.priority
+        WHERE g.code = q.grid_code
+        ORDER BY a.depth DESC
+        LIMIT 1) p
+"""
+
+# The grid officers on shift of each grid cell: like _RESPONDERS at level 0, for many cells.
+GRID_RESPONDERS_MANY = """
+SELECT g.code AS grid_code, o.officer_id
+  FROM units g
+  JOIN officers o ON o.unit_code = g.path[array_length(g.path, 1)]
+ WHERE g.code = ANY($1::text[]) AND o.active AND o.role <> 'admin'
+   AND EXISTS (SELECT 1 FROM duty_shifts s WHERE s.officer_id = o.officer_id AND s.during @> $2::timestamptz)
+ ORDER BY g.code, o.officer_id
+"""
+
+QUEUE = """
 INSERT INTO notifications (incident_id, officer_id, kind, level, reason, dedupe_key, incident_version)
 VALUES ($1, $2, $3, $4, $5, $6, $7)
 ON CONFLICT (dedupe_key) DO NOTHING
 """
 
-_TIMELINE = """
+TIMELINE = """
 INSERT INTO incident_timeline (incident_id, at, kind, actor, event_row_id, detail)
 VALUES ($1, $2, $3, $4, $5, $6)
 """
 
-_OUTBOX = "INSERT INTO outbox (destination, topic, key, payload) VALUES ($1, $2, $3, $4)"
+OUTBOX = "INSERT INTO outbox (destination, topic, key, payload) VALUES ($1, $2, $3, $4)"
 
 _RECEIPT_STATUS: Final = {
     "incident_opened": ReceiptStatus.INCIDENT_OPENED,
@@ -114,6 +162,58 @@ _RECEIPT_STATUS: Final = {
     "cancelled": ReceiptStatus.CANCELLED,
     "cancel_refused": ReceiptStatus.CANCEL_REFUSED,
 }
+
+
+def policy_from_row(priority: int, row: Any) -> Policy:
+    """The policy found by `_POLICY` (columns unit_code, levels, cancel_grace_s), or the default
+    of the priority when no unit on the path has one."""
+    if row is None:
+        return DEFAULT_POLICIES[priority]
+    data = {
+        "priority": priority,
+        "levels": row["levels"],
+        "cancel_grace_s": row["cancel_grace_s"],
+        "source": row["unit_code"],
+    }
+    return Policy.from_json(data)
+
+
+def receipt_outbox_row(
+    device_id: str, event_id: str, incident_id: Any, case_number: str, status: str, detail: str | None, now: datetime
+) -> tuple[str, str, None, bytes]:
+    """The outbox row of a receipt to a device about its incident."""
+    receipt = Receipt(
+        status=_RECEIPT_STATUS[status],
+        device_id=device_id,
+        at=now,
+        event_id=event_id,
+        incident_id=str(incident_id),
+        case_number=case_number,
+        detail=detail,
+    )
+    return ("mqtt", mqtt_topics.device_receipts(device_id), None, msgspec.json.encode(receipt))
+
+
+def update_outbox_row(
+    topics: KafkaTopics, row: Any, state: IncidentState, change: str, now: datetime
+) -> tuple[str, str, str, bytes]:
+    """The outbox row of an incident update for the live queue (`row`: the incident's
+    incident_id, case_number, priority, device_id, grid_code, first_event_id, event_type)."""
+    update = IncidentUpdate(
+        incident_id=str(row["incident_id"]),
+        case_number=row["case_number"],
+        change=change,
+        status=state.status,
+        priority=row["priority"],
+        level=state.level,
+        device_id=row["device_id"] or "",
+        grid_code=row["grid_code"],
+        at=now,
+        event_id=row["first_event_id"],
+        event_type=row["event_type"],
+        version=state.version,
+    )
+    return ("kafka", topics.incident_updates, str(row["incident_id"]), msgspec.json.encode(update))
 
 
 def state_from_row(row: asyncpg.Record) -> IncidentState:
@@ -162,16 +262,7 @@ class IncidentService:
 
     async def policy_for(self, conn: asyncpg.Connection[Any], grid_code: str, priority: int) -> Policy:
         """The policy of the nearest unit on the grid cell's path that has one, else the default."""
-        row = await conn.fetchrow(_POLICY, grid_code, priority)
-        if row is None:
-            return DEFAULT_POLICIES[priority]
-        data = {
-            "priority": priority,
-            "levels": row["levels"],
-            "cancel_grace_s": row["cancel_grace_s"],
-            "source": row["unit_code"],
-        }
-        return Policy.from_json(data)
+        return policy_from_row(priority, await conn.fetchrow(_POLICY, grid_code, priority))
 
     async def responders(
         self, conn: asyncpg.Connection[Any], grid_code: str, level_index: int, now: datetime
@@ -338,7 +429,7 @@ class IncidentService:
             match effect:
                 case TimelineEntry(kind=kind, actor=actor, detail=detail):
                     await conn.execute(
-                        _TIMELINE,
+                        TIMELINE,
                         incident_id,
                         now,
                         kind,
@@ -352,7 +443,7 @@ class IncidentService:
                         await self._queue(conn, incident_id, officers, kind, LEVELS[li], reason, state.version, now)
                         continue
                     await conn.execute(
-                        _TIMELINE,
+                        TIMELINE,
                         incident_id,
                         now,
                         "nobody_on_duty",
@@ -414,11 +505,11 @@ class IncidentService:
         now: datetime,
     ) -> None:
         await conn.executemany(
-            _QUEUE,
+            QUEUE,
             [(incident_id, o, kind, level, reason, f"{incident_id}:v{version}:{kind}:{o}", version) for o in officers],
         )
         await conn.execute(
-            _TIMELINE,
+            TIMELINE,
             incident_id,
             now,
             "notifications_queued",
@@ -449,18 +540,11 @@ class IncidentService:
         for device_id, event_id in devices:
             if not device_id:
                 continue
-            receipt = Receipt(
-                status=_RECEIPT_STATUS[status],
-                device_id=device_id,
-                at=now,
-                event_id=event_id,
-                incident_id=str(row["incident_id"]),
-                case_number=row["case_number"],
-                detail=detail,
+            records.append(
+                receipt_outbox_row(device_id, event_id, row["incident_id"], row["case_number"], status, detail, now)
             )
-            records.append(("mqtt", mqtt_topics.device_receipts(device_id), None, msgspec.json.encode(receipt)))
         if records:
-            await conn.executemany(_OUTBOX, records)
+            await conn.executemany(OUTBOX, records)
 
     async def _announce(
         self,
@@ -470,24 +554,4 @@ class IncidentService:
         change: str,
         now: datetime,
     ) -> None:
-        update = IncidentUpdate(
-            incident_id=str(row["incident_id"]),
-            case_number=row["case_number"],
-            change=change,
-            status=state.status,
-            priority=row["priority"],
-            level=state.level,
-            device_id=row["device_id"] or "",
-            grid_code=row["grid_code"],
-            at=now,
-            event_id=row["first_event_id"],
-            event_type=row["event_type"],
-            version=state.version,
-        )
-        await conn.execute(
-            _OUTBOX,
-            "kafka",
-            self.topics.incident_updates,
-            str(row["incident_id"]),
-            msgspec.json.encode(update),
-        )
+        await conn.execute(OUTBOX, *update_outbox_row(self.topics, row, state, change, now))

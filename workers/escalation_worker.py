@@ -26,6 +26,7 @@ from core.pg_errors import is_transient
 from core.settings import Settings
 from core.timeutil import utcnow
 from schemas.messages import AcceptedEvent, Ingress, RejectedInput, RejectReason
+from workers.batch_recorder import BatchRecorder
 from workers.incident_store import Correlation, IncidentStore, Outcome
 
 log = structlog.get_logger(__name__)
@@ -48,6 +49,7 @@ class EscalationWorker(Component):
                 threshold=settings.correlation_threshold,
             ),
         )
+        self.batch = BatchRecorder(self.store)
         self.counters = Counters("worker")
         self.ready = asyncio.Event()
 
@@ -118,11 +120,8 @@ class EscalationWorker(Component):
         return True
 
     async def _record_batch(self, decoded: list[tuple[ConsumerRecord[bytes, bytes], AcceptedEvent]]) -> Outcome:
-        total = Outcome()
         async with self.pool.acquire() as conn, conn.transaction():
-            for rec, accepted in decoded:
-                total.add(await self.store.record(conn, accepted, partition=rec.partition, offset=rec.offset))
-        return total
+            return await self.batch.record(conn, [(a, rec.partition, rec.offset) for rec, a in decoded])
 
     async def _record_singly(
         self, decoded: list[tuple[ConsumerRecord[bytes, bytes], AcceptedEvent]], producer: Any

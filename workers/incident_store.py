@@ -109,6 +109,17 @@ SELECT incident_id FROM incidents
 """
 
 
+def open_reason(ev: AnyEvent, device: Any) -> str:
+    """Why an incident was opened, in words (on the timeline and in the officer's page)."""
+    return f"{ev.type} from {device['kind']} at {device['address'] or device['grid_code']}"
+
+
+def correlation_key(device: Any) -> str:
+    """Alarms correlate per building, or per grid cell for devices outside a building."""
+    building = device["building"] or ""
+    return f"{device['grid_code']}/{building}" if building else device["grid_code"]
+
+
 class IncidentStore:
     def __init__(
         self,
@@ -154,13 +165,21 @@ class IncidentStore:
         device = await conn.fetchrow(_TOUCH_DEVICE, ev.device_id, accepted.received_at, ev.battery, ev.seq)
         if device is None:  # provisioned when the gateway checked, gone now: keep the event
             return out
+        await self.take_effect(conn, accepted, row_id, device, out)
+        return out
+
+    async def take_effect(
+        self, conn: asyncpg.Connection[Any], accepted: AcceptedEvent, row_id: int, device: Any, out: Outcome
+    ) -> None:
+        """What a recorded event causes: an incident opened or joined, a cancel. `device` has
+        the device's grid_code, kind, address and building."""
+        ev: AnyEvent = accepted.event  # type: ignore[assignment]
         category = type(ev).category
         now = self.clock()
         if category in (Category.ALARM, Category.MAINTENANCE):
             await self._open_or_join(conn, ev, accepted, category, row_id, device, out, now)
         elif category is Category.CANCEL:
             await self._cancel(conn, ev, row_id, out, accepted.received_at)
-        return out
 
     async def _open_or_join(
         self,
@@ -188,7 +207,7 @@ class IncidentStore:
                 device,
                 now,
                 actor=actor,
-                reason=f"{ev.type} from {device['kind']} at {device['address'] or device['grid_code']}",
+                reason=open_reason(ev, device),
                 event_row_id=row_id,
             )
             if opened is not None:
@@ -300,7 +319,7 @@ class IncidentStore:
         Returns True when the event was taken care of."""
         c = self.correlation
         building = device["building"] or ""
-        key = f"{device['grid_code']}/{building}" if building else device["grid_code"]
+        key = correlation_key(device)
         # One correlator per building or grid cell at a time, across workers.
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", "correlate:" + key)
         major_id = await conn.fetchval(_OPEN_MAJOR, key)
