@@ -31,6 +31,7 @@ class StepResult:
     achieved_rate: float = 0.0
     to_notification_ms: list[float] = field(default_factory=list)
     to_receipt_ms: list[float] = field(default_factory=list)
+    to_puback_ms: list[float] = field(default_factory=list)
 
 
 class Fleet:
@@ -44,6 +45,7 @@ class Fleet:
         self._tasks: list[asyncio.Task[None]] = []
         self.pressed: dict[str, float] = {}  # event_id -> monotonic press time
         self.receipt_ms: dict[str, float] = {}
+        self.puback_ms: dict[str, float] = {}  # press -> the broker's PUBACK (Kafka holds the event)
         self._next = 0
         # Alarms latch: a device whose incident is still open would join it instead of opening
         # a new one. An alarm press goes only to a device that is free: freed a while after its
@@ -132,10 +134,17 @@ class Fleet:
                 "seq": seq,
             }
         )
+        fut = c.publish_nowait(topics.device_events(device_id), payload, qos=1)
         if type_ != "device.heartbeat":
-            self.pressed[event_id] = time.monotonic()
+            t0 = self.pressed[event_id] = time.monotonic()
             self._busy[event_id] = c
-        return event_id, c.publish_nowait(topics.device_events(device_id), payload, qos=1)
+
+            def acked(f: asyncio.Future[None], event_id: str = event_id, t0: float = t0) -> None:
+                if not f.cancelled() and f.exception() is None:
+                    self.puback_ms[event_id] = (time.monotonic() - t0) * 1000
+
+            fut.add_done_callback(acked)
+        return event_id, fut
 
 
 class OfficerProbe:
@@ -220,4 +229,6 @@ def collect(res: StepResult, ids: Iterable[str], fleet: Fleet, probe: OfficerPro
             res.to_notification_ms.append(probe.notified_ms[eid])
         if eid in fleet.receipt_ms:
             res.to_receipt_ms.append(fleet.receipt_ms[eid])
+        if eid in fleet.puback_ms:
+            res.to_puback_ms.append(fleet.puback_ms[eid])
     return res

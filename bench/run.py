@@ -189,6 +189,7 @@ def _step_json(
         "drain_s": round(drain, 2),
         "press_to_notification_ms": notif if alarm else None,
         "press_to_receipt_ms": summary(res.to_receipt_ms),
+        "press_to_puback_ms": summary(res.to_puback_ms),
         "cpu_share": cpu,
         "rss_max_mib": rss,
     }

@@ -559,6 +559,20 @@ class MqttClient:
         """
         return _MessageIterator(self)
 
+    def received_nowait(self, limit: int) -> list[MqttMessage]:
+        """Up to `limit` messages already received, in arrival order, without waiting (for a
+        consumer that handles what has arrived as one batch after `messages()` gave it one)."""
+        out: list[MqttMessage] = []
+        while len(out) < limit and not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is None:  # stopping: leave the end marker for the iterators
+                self._queue.put_nowait(None)
+                break
+            out.append(item)
+        if out and self._reading_paused and self._queue.qsize() < self._message_queue_size:
+            self._resume_reading()
+        return out
+
     def ack(self, message: MqttMessage) -> None:
         """Send the PUBACK (QoS 1) / PUBCOMP (QoS 2) for a message (manual_ack only).
 

@@ -20,3 +20,9 @@ class PostgresDeviceLookup:
         if row is None:
             return None
         return DeviceInfo(row["device_id"], row["grid_code"], row["active"])
+
+    async def many(self, device_ids: list[str]) -> dict[str, DeviceInfo]:
+        rows = await self._pool.fetch(
+            "SELECT device_id, grid_code, active FROM devices WHERE device_id = ANY($1::text[])", device_ids
+        )
+        return {r["device_id"]: DeviceInfo(r["device_id"], r["grid_code"], r["active"]) for r in rows}

@@ -58,6 +58,21 @@ class Intake:
         )
         self.counters = Counters("gateway" if ingress is Ingress.MQTT else "ingest")
 
+    async def prefetch(self, device_ids: list[str | None]) -> None:
+        """Warm the device cache for a batch of inputs with one registry query."""
+        wanted = [d for d in device_ids if d]
+        delay = 0.1
+        while wanted:
+            try:
+                await self.validator.devices.prefetch(wanted, time.monotonic())
+                return
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                log.warning("device lookup failed, retrying", error=repr(exc), devices=len(wanted))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
     async def take(
         self, payload: bytes, *, topic_device: str | None, source: str | None, received_at: datetime
     ) -> Taken:

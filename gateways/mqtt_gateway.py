@@ -32,6 +32,7 @@ from schemas.messages import Ingress, Receipt
 log = structlog.get_logger(__name__)
 
 MAX_IN_FLIGHT = 5000
+BATCH_MAX = 500
 
 
 class MqttGateway(Component):
@@ -86,13 +87,16 @@ class MqttGateway(Component):
                 if next_msg not in done:
                     next_msg.cancel()
                     break
-                msg: MqttMessage = next_msg.result()
-                await self._in_flight.acquire()
-                try:
-                    await self._handle(msg, mqtt, producer)
-                except BaseException:
-                    self._in_flight.release()
-                    raise
+                # What else has arrived is handled with it: one registry query for the batch.
+                batch: list[MqttMessage] = [next_msg.result(), *mqtt.received_nowait(BATCH_MAX - 1)]
+                await self.intake.prefetch([topics.device_id_from_events_topic(m.topic) for m in batch])
+                for msg in batch:
+                    await self._in_flight.acquire()
+                    try:
+                        await self._handle(msg, mqtt, producer)
+                    except BaseException:
+                        self._in_flight.release()
+                        raise
         finally:
             stop_wait.cancel()
 

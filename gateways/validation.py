@@ -112,6 +112,8 @@ class DeviceInfo:
 class DeviceLookup(Protocol):
     async def __call__(self, device_id: str) -> DeviceInfo | None: ...
 
+    async def many(self, device_ids: list[str]) -> dict[str, DeviceInfo]: ...
+
 
 class DeviceCache:
     """Device registry entries, cached for a short time (found and not found alike)."""
@@ -133,12 +135,30 @@ class DeviceCache:
             self._entries.popitem(last=False)
         return info
 
+    async def prefetch(self, device_ids: list[str], now_monotonic: float) -> None:
+        """Look up, in one go, the devices of a batch that are not cached (or stale), so the
+        `get` calls that follow do not wait one by one."""
+        missing = []
+        for d in dict.fromkeys(device_ids):
+            hit = self._entries.get(d)
+            if hit is None or now_monotonic - hit[0] >= self._ttl:
+                missing.append(d)
+        if not missing:
+            return
+        found = await self._lookup.many(missing)
+        for d in missing:
+            self._entries[d] = (now_monotonic, found.get(d))
+            self._entries.move_to_end(d)
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+
     def forget(self, device_id: str) -> None:
         self._entries.pop(device_id, None)
 
 
 class Validator:
     def __init__(self, devices: DeviceCache, clock: ClockLimits) -> None:
+        self.devices = devices
         self._devices = devices
         self._clock = clock
 

@@ -184,10 +184,16 @@ async def test_registry_checks_known_and_active_and_caches() -> None:
         "dev-off": DeviceInfo("dev-off", "990102001001001", False),
     }
 
-    async def lookup(device_id: str) -> DeviceInfo | None:
-        calls.append(device_id)
-        return registry.get(device_id)
+    class Lookup:
+        async def __call__(self, device_id: str) -> DeviceInfo | None:
+            calls.append(device_id)
+            return registry.get(device_id)
 
+        async def many(self, device_ids: list[str]) -> dict[str, DeviceInfo]:
+            calls.append(",".join(device_ids))
+            return {d: registry[d] for d in device_ids if d in registry}
+
+    lookup = Lookup()
     v = Validator(DeviceCache(lookup, ttl_s=30), ClockLimits())
     ok = await v.validate(orjson.dumps(good()), topic_device_id="dev-1", now=NOW, now_monotonic=0)
     assert not isinstance(ok, Rejection)
@@ -199,3 +205,25 @@ async def test_registry_checks_known_and_active_and_caches() -> None:
     assert calls == ["dev-1", "dev-off", "ghost"]  # the second dev-1 came from the cache
     await v.validate(orjson.dumps(good()), topic_device_id="dev-1", now=NOW, now_monotonic=31)
     assert calls[-1] == "dev-1"  # expired entries are looked up again
+
+
+async def test_prefetch_looks_up_a_batch_once_and_remembers_unknown_devices() -> None:
+    calls: list[list[str]] = []
+
+    class Lookup:
+        async def __call__(self, device_id: str) -> DeviceInfo | None:
+            raise AssertionError("prefetched devices must not be looked up one by one")
+
+        async def many(self, device_ids: list[str]) -> dict[str, DeviceInfo]:
+            calls.append(device_ids)
+            return {"dev-1": DeviceInfo("dev-1", "990102001001001", True)}
+
+    cache = DeviceCache(Lookup(), ttl_s=30)
+    await cache.prefetch(["dev-1", "ghost", "dev-1"], now_monotonic=0)
+    assert calls == [["dev-1", "ghost"]]
+    assert (await cache.get("dev-1", 1)) == DeviceInfo("dev-1", "990102001001001", True)
+    assert await cache.get("ghost", 1) is None
+    await cache.prefetch(["dev-1", "ghost"], now_monotonic=5)  # both fresh: no query
+    assert len(calls) == 1
+    await cache.prefetch(["dev-1"], now_monotonic=31)  # stale: asked again
+    assert calls[-1] == ["dev-1"]
