@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from bench.lean_mqtt import LeanClient, LeanMqttError, keep_alive
 from core.mqtt import MqttClient, MqttError
 from core.settings import Settings
 from core.timeutil import utcnow
@@ -35,6 +36,9 @@ class StepResult:
 
 
 class Fleet:
+    """Devices on the platform's own MQTT client: they reconnect and resend what was not
+    acknowledged (the fault suite restarts the broker under them)."""
+
     def __init__(self, settings: Settings, device_ids: list[str], password: str, *, receipts: bool = True) -> None:
         self.settings = settings
         self.device_ids = device_ids
@@ -134,7 +138,7 @@ class Fleet:
                 "seq": seq,
             }
         )
-        fut = c.publish_nowait(topics.device_events(device_id), payload, qos=1)
+        fut = self._publish(c, topics.device_events(device_id), payload)
         if type_ != "device.heartbeat":
             t0 = self.pressed[event_id] = time.monotonic()
             self._busy[event_id] = c
@@ -145,6 +149,9 @@ class Fleet:
 
             fut.add_done_callback(acked)
         return event_id, fut
+
+    def _publish(self, c: Any, topic: str, payload: bytes) -> asyncio.Future[None]:
+        return c.publish_nowait(topic, payload, qos=1)  # type: ignore[no-any-return]
 
 
 class OfficerProbe:
@@ -188,7 +195,83 @@ class OfficerProbe:
         await self.client.stop()
 
 
-async def drive(fleet: Fleet, *, rate: float, duration: float, type_: str, tag: str) -> tuple[StepResult, list[str]]:
+class LeanFleet(Fleet):
+    """Devices on the benchmark's lean MQTT client (bench.lean_mqtt): a fraction of the CPU per
+    message, so the generator is not what the benchmark measures. No reconnects."""
+
+    async def connect(self, concurrency: int = 200) -> float:
+        sem = asyncio.Semaphore(concurrency)
+        t0 = time.monotonic()
+
+        async def one(device_id: str) -> LeanClient | None:
+            async with sem:
+                c = LeanClient(f"bench-{device_id}", on_message=self._on_receipt if self.receipts else None)
+                try:
+                    await c.connect(self.settings.mqtt_host, self.settings.mqtt_port, device_id, self.password)
+                    if self.receipts:
+                        await c.subscribe(topics.device_receipts(device_id), qos=1)
+                except (LeanMqttError, OSError, TimeoutError):
+                    await c.close()
+                    return None
+                return c
+
+        results = await asyncio.gather(*(one(d) for d in self.device_ids))
+        self.clients = [c for c in results if c is not None]
+        self._free.extend(self.clients)
+        self._tasks.append(asyncio.create_task(keep_alive(self.clients), name="bench.keepalive"))
+        return time.monotonic() - t0
+
+    def _on_receipt(self, topic: str, payload: bytes, at: float) -> None:
+        with contextlib.suppress(ValueError):
+            r = orjson.loads(payload)
+            if r.get("status") == "incident_joined":
+                self.joined += 1
+                self.release(r.get("event_id", ""))
+            if r.get("status") == "accepted":
+                t0 = self.pressed.get(r.get("event_id", ""))
+                if t0 is not None:
+                    self.receipt_ms[r["event_id"]] = (at - t0) * 1000
+
+    async def close(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*(c.close() for c in self.clients), return_exceptions=True)
+
+    def _publish(self, c: Any, topic: str, payload: bytes) -> asyncio.Future[None]:
+        return c.publish(topic, payload)  # type: ignore[no-any-return]
+
+
+class LeanOfficerProbe:
+    """OfficerProbe on the lean client."""
+
+    def __init__(self, settings: Settings, fleet: Fleet) -> None:
+        self.settings = settings
+        self.fleet = fleet
+        self.notified_ms: dict[str, float] = {}
+        self.client = LeanClient(f"bench-officers-{uuid.uuid4().hex[:6]}", on_message=self._on_notification)
+
+    async def start(self) -> None:
+        s = self.settings
+        await self.client.connect(s.mqtt_host, s.mqtt_port, s.mqtt_username, s.mqtt_password)
+        await self.client.subscribe(topics.OFFICER_NOTIFICATIONS.format(officer_id="+"), qos=1)
+
+    def _on_notification(self, topic: str, payload: bytes, at: float) -> None:
+        with contextlib.suppress(ValueError):
+            n = orjson.loads(payload)
+            if n.get("kind") != "incident_opened":
+                return
+            eid = n.get("event_id", "")
+            t0 = self.fleet.pressed.get(eid)
+            if t0 is not None and eid not in self.notified_ms:
+                self.notified_ms[eid] = (at - t0) * 1000
+                self.fleet.release(eid)
+
+    async def stop(self) -> None:
+        await self.client.close()
+
+
+async def drive(fleet: Any, *, rate: float, duration: float, type_: str, tag: str) -> tuple[StepResult, list[str]]:
     """Publish `rate` events a second for `duration` seconds: every few milliseconds, as many
     as are due by the clock (so a late wake-up is made up, never lost)."""
     res = StepResult(tag, rate, duration)
@@ -223,7 +306,7 @@ async def wait_until(pred: Any, timeout: float, interval: float = 0.25) -> float
     return -1.0
 
 
-def collect(res: StepResult, ids: Iterable[str], fleet: Fleet, probe: OfficerProbe) -> StepResult:
+def collect(res: StepResult, ids: Iterable[str], fleet: Any, probe: Any) -> StepResult:
     for eid in ids:
         if eid in probe.notified_ms:
             res.to_notification_ms.append(probe.notified_ms[eid])

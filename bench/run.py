@@ -23,7 +23,7 @@ import orjson
 from bench import harness
 from bench.floors import kafka_floor, mqtt_floor, postgres_floor
 from bench.harness import say
-from bench.load import Fleet, OfficerProbe, StepResult, collect, drive, wait_until
+from bench.load import LeanFleet, LeanOfficerProbe, StepResult, collect, drive, wait_until
 from bench.procs import REPO, Components, Watched, service_pid
 from bench.stats import summary
 from core import db, kafka
@@ -78,6 +78,9 @@ async def prepare(base: Settings, n_devices: int, tag: str) -> Settings:
         kafka_consumer_group=f"pingan-bench-{tag}",
         instance_id=f"bench-{tag}",
         correlation_threshold=10**9,  # every press opens an incident of its own
+        # Each run's gateway has a persistent session of its own: let it expire soon after the
+        # run, or the broker keeps queueing every later run's events for it.
+        mqtt_session_expiry_s=120,
         log_level="warning",
         http_port=0,
     )
@@ -133,8 +136,8 @@ async def count_recorded(pool: asyncpg.Pool[Any], tag: str) -> int:
 async def run_step(
     ctx: dict[str, Any], *, rate: float, duration: float, tag: str, type_: str = "alarm.panic", drain_s: float
 ) -> dict[str, Any]:
-    fleet: Fleet = ctx["fleet"]
-    probe: OfficerProbe = ctx["probe"]
+    fleet: LeanFleet = ctx["fleet"]
+    probe: LeanOfficerProbe = ctx["probe"]
     pool = ctx["pool"]
     watched: list[Watched] = ctx["watched"]
     for w in watched:
@@ -234,8 +237,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "mode": "full" if args.full else "quick",
         "machine": machine(),
     }
-    fleet = Fleet(settings, [f"b{i:06d}" for i in range(p["fleet"])], DEVICE_PASSWORD)
-    probe = OfficerProbe(settings, fleet)
+    fleet = LeanFleet(settings, [f"b{i:06d}" for i in range(p["fleet"])], DEVICE_PASSWORD)
+    probe = LeanOfficerProbe(settings, fleet)
     resolver = Resolver(pool)
     try:
         say("floors: MQTT QoS 1, Kafka acks=all, Postgres commit, each alone")
@@ -352,7 +355,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
-async def generator_ceiling(fleet: Fleet, duration: float) -> float:
+async def generator_ceiling(fleet: LeanFleet, duration: float) -> float:
     from schemas import topics
 
     t0 = time.monotonic()
@@ -362,7 +365,7 @@ async def generator_ceiling(fleet: Fleet, duration: float) -> float:
         for _ in range(200):
             c = fleet.clients[i % len(fleet.clients)]
             i += 1
-            futures.append(c.publish_nowait(topics.device_status(c.client_id.removeprefix("bench-")), b"online", qos=1))
+            futures.append(c.publish(topics.device_status(c.client_id.removeprefix("bench-")), b"online"))
         if len(futures) > 5000:
             await asyncio.gather(*futures, return_exceptions=True)
             futures = []
@@ -373,7 +376,7 @@ async def generator_ceiling(fleet: Fleet, duration: float) -> float:
 
 async def connections(settings: Settings, ctx: dict[str, Any], p: dict[str, Any], light: float) -> dict[str, Any]:
     extra_ids = [f"b{i:06d}" for i in range(p["fleet"], max(p["fleet"], p["connections"]))]
-    extra = Fleet(settings, extra_ids, DEVICE_PASSWORD, receipts=False)
+    extra = LeanFleet(settings, extra_ids, DEVICE_PASSWORD, receipts=False)
     connect_s = await extra.connect()
     connected = len(extra.clients) + len(ctx["fleet"].clients)
 

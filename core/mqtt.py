@@ -316,6 +316,8 @@ class MqttClient:
         self._close_waiters: set[asyncio.Future[None]] = set()
         self._queue: asyncio.Queue[MqttMessage | None] = asyncio.Queue()
         self._reading_paused = False
+        self._write_scheduled = False
+        self._watching_write = False
         self._misc_task: asyncio.Task[None] | None = None
         self._reconnect_task: asyncio.Task[None] | None = None
 
@@ -806,6 +808,9 @@ class MqttClient:
         try:
             if self._loop is not None:
                 self._loop.remove_reader(sock)
+                if self._watching_write:
+                    self._loop.remove_writer(sock)
+            self._watching_write = False
             self._reading_paused = False
             for waiter in self._close_waiters:
                 if not waiter.done():
@@ -814,16 +819,36 @@ class MqttClient:
             self._logger.exception("mqtt.on_socket_close_failed")
 
     def _on_socket_register_write(self, client: paho.Client, userdata: Any, sock: SocketLike) -> None:
+        # paho asks for a writer whenever it queues a packet, and drops it once written: two
+        # epoll changes per message. Instead, write on the next loop iteration (publish and
+        # ack have usually flushed by then), and watch the socket only if it is full.
         try:
-            if self._loop is not None:
-                self._loop.add_writer(sock, self._on_writable)
+            if self._loop is not None and not self._write_scheduled:
+                self._write_scheduled = True
+                self._loop.call_soon(self._write_or_watch)
         except Exception:
             self._logger.exception("mqtt.on_socket_register_write_failed")
 
+    def _write_or_watch(self) -> None:
+        self._write_scheduled = False
+        sock = self._client.socket()
+        if sock is None or self._loop is None:
+            return
+        try:
+            if self._client.want_write():
+                self._client.loop_write()
+            if self._client.want_write() and self._client.socket() is sock and not self._watching_write:
+                self._loop.add_writer(sock, self._on_writable)
+                self._watching_write = True
+        except Exception:
+            self._logger.exception("mqtt.loop_write_failed")
+            self._drop_socket()
+
     def _on_socket_unregister_write(self, client: paho.Client, userdata: Any, sock: SocketLike) -> None:
         try:
-            if self._loop is not None:
+            if self._loop is not None and self._watching_write:
                 self._loop.remove_writer(sock)
+                self._watching_write = False
         except Exception:
             self._logger.exception("mqtt.on_socket_unregister_write_failed")
 

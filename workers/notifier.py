@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 import msgspec
+import orjson
 import structlog
 
 from core.lifecycle import Component
@@ -50,7 +51,21 @@ SELECT n.id, n.officer_id, n.kind, n.level, n.reason, n.created_at, n.attempts,
 
 _SENT = """
 UPDATE notifications SET status = 'sent', sent_at = $2, attempts = attempts + 1, last_error = NULL
- WHERE id = $1
+ WHERE id = ANY($1::bigint[])
+"""
+
+# The incidents whose first notifications went out, locked in one order (two notifiers, or a
+# notifier and a worker, never wait on each other in a cycle).
+_LOCK_INCIDENTS = """
+SELECT incident_id FROM incidents WHERE incident_id = ANY($1::uuid[]) ORDER BY incident_id FOR UPDATE
+"""
+
+_SENT_TIMELINE = """
+INSERT INTO incident_timeline (incident_id, kind, actor, detail)
+SELECT v.incident_id, 'notifications_sent', 'system:notifier',
+       jsonb_build_object('officers', v.officers::jsonb, 'channel', 'mqtt')
+  FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS v(incident_id, officers, ord)
+ ORDER BY v.ord
 """
 
 _RETRY = """
@@ -67,8 +82,8 @@ UPDATE incidents
        status = CASE WHEN status = 'opened' THEN 'notified' ELSE status END,
        version = version + 1,
        updated_at = clock_timestamp()
- WHERE incident_id = $1
-RETURNING case_number, status, priority, level, device_id, grid_code, version
+ WHERE incident_id = ANY($1::uuid[])
+RETURNING incident_id, case_number, status, priority, level, device_id, grid_code, version
 """
 
 
@@ -113,6 +128,39 @@ class Notifier(Component):
             await mqtt.stop()
             log.info("notifier stopped", **self.counters.snapshot())
 
+    async def _record_sent(self, conn: asyncpg.Connection[Any], sent: dict[Any, list[str]], sent_at: Any) -> None:
+        """On each incident's record: who was notified, and (the first time) that it is notified,
+        with an update for the live queue."""
+        incidents = sorted(sent, key=str)
+        await conn.execute(_LOCK_INCIDENTS, incidents)
+        await conn.execute(_SENT_TIMELINE, incidents, [orjson.dumps(sent[i]).decode() for i in incidents])
+        rows = await conn.fetch(_FIRST_NOTIFIED, incidents, sent_at)
+        updates = [
+            (
+                self.kafka_topics.incident_updates,
+                str(row["incident_id"]),
+                msgspec.json.encode(
+                    IncidentUpdate(
+                        incident_id=str(row["incident_id"]),
+                        case_number=row["case_number"],
+                        change="notified",
+                        status=row["status"],
+                        priority=row["priority"],
+                        level=row["level"],
+                        device_id=row["device_id"] or "",
+                        grid_code=row["grid_code"],
+                        at=sent_at,
+                        version=row["version"],
+                    )
+                ),
+            )
+            for row in sorted(rows, key=lambda r: str(r["incident_id"]))
+        ]
+        await conn.executemany(
+            "INSERT INTO outbox (destination, topic, key, payload) VALUES ('kafka', $1, $2, $3)", updates
+        )
+        await conn.execute("SELECT pg_notify('pingan_outbox', '')")
+
     async def _deliver_batch(self, mqtt: MqttClient) -> bool:
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(_CLAIM, self.settings.notifier_batch_max)
@@ -148,7 +196,9 @@ class Notifier(Component):
                     )
                 )
             results = await asyncio.gather(*(asyncio.wait_for(f, 10.0) for f in futures), return_exceptions=True)
-            first_sent: dict[Any, Any] = {}
+            first_sent: dict[Any, list[str]] = {}
+            sent_ids: list[int] = []
+            sent_at = utcnow()
             for r, res in zip(rows, results, strict=True):
                 if isinstance(res, BaseException):
                     backoff = timedelta(seconds=min(60, 2 ** min(r["attempts"], 6)))
@@ -162,38 +212,11 @@ class Notifier(Component):
                         error=repr(res),
                     )
                     continue
-                sent_at = utcnow()
-                await conn.execute(_SENT, r["id"], sent_at)
-                self.counters.inc("sent")
-                first_sent.setdefault(r["incident_id"], (sent_at, []))[1].append(r["officer_id"])
-            # In a fixed order, so two notifiers (or a worker) never wait on each other in a cycle.
-            for incident_id, (sent_at, officers) in sorted(first_sent.items(), key=lambda kv: str(kv[0])):
-                await conn.execute(
-                    "INSERT INTO incident_timeline (incident_id, kind, actor, detail) "
-                    "VALUES ($1, 'notifications_sent', 'system:notifier', $2)",
-                    incident_id,
-                    {"officers": officers, "channel": "mqtt"},
-                )
-                row = await conn.fetchrow(_FIRST_NOTIFIED, incident_id, sent_at)
-                if row is not None:
-                    update = IncidentUpdate(
-                        incident_id=str(incident_id),
-                        case_number=row["case_number"],
-                        change="notified",
-                        status=row["status"],
-                        priority=row["priority"],
-                        level=row["level"],
-                        device_id=row["device_id"] or "",
-                        grid_code=row["grid_code"],
-                        at=sent_at,
-                        version=row["version"],
-                    )
-                    await conn.execute(
-                        "INSERT INTO outbox (destination, topic, key, payload) VALUES ('kafka', $1, $2, $3)",
-                        self.kafka_topics.incident_updates,
-                        str(incident_id),
-                        msgspec.json.encode(update),
-                    )
+                sent_ids.append(r["id"])
+                first_sent.setdefault(r["incident_id"], []).append(r["officer_id"])
+            if sent_ids:
+                await conn.execute(_SENT, sent_ids, sent_at)
+                self.counters.inc("sent", len(sent_ids))
             if first_sent:
-                await conn.execute("SELECT pg_notify('pingan_outbox', '')")
+                await self._record_sent(conn, first_sent, sent_at)
             return True
