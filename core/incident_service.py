@@ -117,30 +117,6 @@ SELECT p.unit_code, p.levels, p.cancel_grace_s
  LIMIT 1
 """
 
-# The policy of each (grid cell, priority): like _POLICY, for many at once.
-POLICIES_MANY = """
-SELECT q.grid_code, q.priority, p.unit_code, p.levels, p.cancel_grace_s
-  FROM unnest($1::text[], $2::int[]) AS q(grid_code, priority)
- CROSS JOIN LATERAL (
-       SELECT p.unit_code, p.levels, p.cancel_grace_s
-         FROM units g
-        CROSS JOIN LATERAL unnest(g.path) WITH ORDINALITY AS a(code, depth)
-         JOIN escalation_policies p ON p.unit_code = a.code AND p.priority = q.priority
-        WHERE g.code = q.grid_code
-        ORDER BY a.depth DESC
-        LIMIT 1) p
-"""
-
-# The grid officers on shift of each grid cell: like _RESPONDERS at level 0, for many cells.
-GRID_RESPONDERS_MANY = """
-SELECT g.code AS grid_code, o.officer_id
-  FROM units g
-  JOIN officers o ON o.unit_code = g.path[array_length(g.path, 1)]
- WHERE g.code = ANY($1::text[]) AND o.active AND o.role <> 'admin'
-   AND EXISTS (SELECT 1 FROM duty_shifts s WHERE s.officer_id = o.officer_id AND s.during @> $2::timestamptz)
- ORDER BY g.code, o.officer_id
-"""
-
 QUEUE = """
 INSERT INTO notifications (incident_id, officer_id, kind, level, reason, dedupe_key, incident_version)
 VALUES ($1, $2, $3, $4, $5, $6, $7)

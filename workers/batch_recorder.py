@@ -29,12 +29,7 @@ import orjson
 
 from core.incident_model import LEVELS, IncidentState, Policy, open_incident
 from core.incident_service import (
-    GRID_RESPONDERS_MANY,
     INSERT_MANY,
-    OUTBOX,
-    POLICIES_MANY,
-    QUEUE,
-    TIMELINE,
     policy_from_row,
     receipt_outbox_row,
     update_outbox_row,
@@ -43,40 +38,81 @@ from schemas.events import AnyEvent, Category
 from schemas.messages import AcceptedEvent
 from workers.incident_store import IncidentStore, Outcome, correlation_key, open_reason
 
-_INSERT_EVENTS = """
-INSERT INTO events (device_id, event_id, type, seq, occurred_at, received_at, ingress,
-                    gateway_id, battery, data, kafka_partition, kafka_offset)
-SELECT v.device_id, v.event_id, v.type, v.seq, v.occurred_at, v.received_at, v.ingress,
-       v.gateway_id, v.battery, v.data::jsonb, v.kafka_partition, v.kafka_offset
-  FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[],
-              $6::timestamptz[], $7::text[], $8::text[], $9::int[], $10::text[], $11::int[],
-              $12::bigint[])
-       WITH ORDINALITY AS v(device_id, event_id, type, seq, occurred_at, received_at, ingress,
-                            gateway_id, battery, data, kafka_partition, kafka_offset, ord)
- ORDER BY v.ord
-ON CONFLICT (device_id, event_id) DO NOTHING
-RETURNING id, device_id, event_id
+# The batch's event rows (idempotent by (device_id, event_id); ids in batch order) and, in the
+# same statement, each device touched once by its new events: the latest time seen, and the
+# battery and sequence of its highest sequence.
+_RECORD_EVENTS = """
+WITH ins AS (
+    INSERT INTO events (device_id, event_id, type, seq, occurred_at, received_at, ingress,
+                        gateway_id, battery, data, kafka_partition, kafka_offset)
+    SELECT v.device_id, v.event_id, v.type, v.seq, v.occurred_at, v.received_at, v.ingress,
+           v.gateway_id, v.battery, v.data::jsonb, v.kafka_partition, v.kafka_offset
+      FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[],
+                  $6::timestamptz[], $7::text[], $8::text[], $9::int[], $10::text[], $11::int[],
+                  $12::bigint[])
+           WITH ORDINALITY AS v(device_id, event_id, type, seq, occurred_at, received_at, ingress,
+                                gateway_id, battery, data, kafka_partition, kafka_offset, ord)
+     ORDER BY v.ord
+    ON CONFLICT (device_id, event_id) DO NOTHING
+    RETURNING id, device_id, event_id, seq, received_at, battery
+), latest AS (
+    SELECT device_id, max(seq) AS seq, max(received_at) AS seen_at,
+           (array_agg(battery ORDER BY seq DESC, id DESC) FILTER (WHERE battery IS NOT NULL))[1] AS battery
+      FROM ins
+     GROUP BY device_id
+), touched AS (
+    UPDATE devices d
+       SET last_seen_at = GREATEST(d.last_seen_at, v.seen_at),
+           battery = CASE WHEN d.last_seq IS NULL OR v.seq >= d.last_seq
+                          THEN COALESCE(v.battery, d.battery) ELSE d.battery END,
+           last_seq = GREATEST(d.last_seq, v.seq),
+           online = true
+      FROM latest v
+     WHERE d.device_id = v.device_id
+    RETURNING d.device_id, d.grid_code, d.kind, d.address, d.building
+)
+SELECT 'event' AS row_kind, id, device_id, event_id, NULL AS grid_code, NULL AS kind, NULL AS address,
+       NULL AS building
+  FROM ins
+UNION ALL
+SELECT 'device', NULL, device_id, NULL, grid_code, kind, address, building FROM touched
 """
 
-# One row per device: the latest time seen, and battery and sequence of its highest sequence.
-_TOUCH_DEVICES = """
-UPDATE devices d
-   SET last_seen_at = GREATEST(d.last_seen_at, v.seen_at),
-       battery = CASE WHEN d.last_seq IS NULL OR v.seq IS NULL OR v.seq >= d.last_seq
-                      THEN COALESCE(v.battery, d.battery) ELSE d.battery END,
-       last_seq = GREATEST(d.last_seq, v.seq),
-       online = true
-  FROM unnest($1::text[], $2::timestamptz[], $3::int[], $4::bigint[]) AS v(device_id, seen_at, battery, seq)
- WHERE d.device_id = v.device_id
-RETURNING d.device_id, d.grid_code, d.kind, d.address, d.building
-"""
-
-_OPEN_OF_DEVICES = """
-SELECT device_id, category
-  FROM incidents
- WHERE closed_at IS NULL AND device_id = ANY($1::text[])
-   AND (device_id, category) IN (SELECT * FROM unnest($1::text[], $2::text[]))
- FOR UPDATE
+# What the plan of a batch needs, in one statement: the open incidents of the pressing devices
+# (locked), the policy of each (grid cell, priority) as IncidentService's _POLICY finds it, and
+# the grid officers on shift of each grid cell as its _RESPONDERS finds them at level 0.
+_PLAN_READS = """
+WITH open AS (
+    SELECT device_id, category
+      FROM incidents
+     WHERE closed_at IS NULL AND device_id = ANY($1::text[])
+       AND (device_id, category) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+       FOR UPDATE
+), policies AS (
+    SELECT q.grid_code, q.priority, p.unit_code, p.levels, p.cancel_grace_s
+      FROM unnest($3::text[], $4::int[]) AS q(grid_code, priority)
+     CROSS JOIN LATERAL (
+           SELECT p.unit_code, p.levels, p.cancel_grace_s
+             FROM units g
+            CROSS JOIN LATERAL unnest(g.path) WITH ORDINALITY AS a(code, depth)
+             JOIN escalation_policies p ON p.unit_code = a.code AND p.priority = q.priority
+            WHERE g.code = q.grid_code
+            ORDER BY a.depth DESC
+            LIMIT 1) p
+), officers AS (
+    SELECT g.code AS grid_code, o.officer_id
+      FROM units g
+      JOIN officers o ON o.unit_code = g.path[array_length(g.path, 1)]
+     WHERE g.code = ANY($3::text[]) AND o.active AND o.role <> 'admin'
+       AND EXISTS (SELECT 1 FROM duty_shifts s WHERE s.officer_id = o.officer_id AND s.during @> $5::timestamptz)
+)
+SELECT 'open' AS row_kind, device_id AS a, category AS b, NULL::int AS priority, NULL::text AS unit_code,
+       NULL::jsonb AS levels, NULL::int AS cancel_grace_s
+  FROM open
+UNION ALL
+SELECT 'policy', grid_code, NULL, priority, unit_code, levels, cancel_grace_s FROM policies
+UNION ALL
+SELECT 'officer', grid_code, officer_id, NULL, NULL, NULL, NULL FROM officers
 """
 
 # One correlator per building or grid cell at a time, across workers: the keys of the batch,
@@ -98,6 +134,30 @@ SELECT k.key,
            AND i.grid_code = k.grid_code AND (k.building = '' OR d.building = k.building)
            AND i.opened_at >= $4) AS devices
   FROM unnest($1::text[], $2::text[], $3::text[]) AS k(key, grid_code, building)
+"""
+
+
+# The new incidents' timeline entries, notifications and outbox rows, and the wake-ups of the
+# notifier and the relay, in one statement (timeline and outbox rows keep the given order).
+_EFFECTS = """
+WITH timeline AS (
+    INSERT INTO incident_timeline (incident_id, at, kind, actor, event_row_id, detail)
+    SELECT t.incident_id, t.at, t.kind, t.actor, t.event_row_id, t.detail::jsonb
+      FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::bigint[], $6::text[])
+           WITH ORDINALITY AS t(incident_id, at, kind, actor, event_row_id, detail, ord)
+     ORDER BY t.ord
+), queued AS (
+    INSERT INTO notifications (incident_id, officer_id, kind, level, reason, dedupe_key, incident_version)
+    SELECT * FROM unnest($7::uuid[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::int[])
+    ON CONFLICT (dedupe_key) DO NOTHING
+), outbox AS (
+    INSERT INTO outbox (destination, topic, key, payload)
+    SELECT o.destination, o.topic, o.key, o.payload
+      FROM unnest($14::text[], $15::text[], $16::text[], $17::bytea[])
+           WITH ORDINALITY AS o(destination, topic, key, payload, ord)
+     ORDER BY o.ord
+)
+SELECT pg_notify('pingan_notifications', ''), pg_notify('pingan_outbox', '')
 """
 
 
@@ -131,10 +191,9 @@ class BatchRecorder:
         """Record (accepted event, Kafka partition, offset) items in the caller's transaction."""
         out = Outcome()
         items = [_Item(i, a, a.event, p, o) for i, (a, p, o) in enumerate(batch)]  # type: ignore[arg-type]
-        new = await self._insert_events(conn, items)
+        new, devices = await self._record_events(conn, items)
         out.recorded = len(new)
         out.duplicates = len(items) - len(new)
-        devices = await self._touch_devices(conn, new)
         acting = [it for it in new if it.ev.device_id in devices and type(it.ev).category is not Category.HEALTH]
         if not acting:
             return out
@@ -150,8 +209,11 @@ class BatchRecorder:
 
     # ------------------------------------------------------------ events and devices
 
-    async def _insert_events(self, conn: asyncpg.Connection[Any], items: list[_Item]) -> list[_Item]:
-        """Insert the event rows; returns the items that were new (in batch order)."""
+    async def _record_events(
+        self, conn: asyncpg.Connection[Any], items: list[_Item]
+    ) -> tuple[list[_Item], dict[str, Any]]:
+        """Insert the event rows and touch their devices. Returns the items that were new (in
+        batch order) and device_id -> device row (grid_code, kind, address, building)."""
         cols: list[list[Any]] = [[] for _ in range(12)]
         for it in items:
             ev, a = it.ev, it.accepted
@@ -174,38 +236,20 @@ class BatchRecorder:
                 strict=True,
             ):
                 col.append(value)
-        rows = await conn.fetch(_INSERT_EVENTS, *cols)
-        ids = {(r["device_id"], r["event_id"]): r["id"] for r in rows}
+        ids: dict[tuple[str, str], int] = {}
+        devices: dict[str, Any] = {}
+        for r in await conn.fetch(_RECORD_EVENTS, *cols):
+            if r["row_kind"] == "event":
+                ids[(r["device_id"], r["event_id"])] = r["id"]
+            else:
+                devices[r["device_id"]] = r
         new = []
         for it in items:
             row_id = ids.pop((it.ev.device_id, it.ev.event_id), None)  # a repeat in the batch: once
             if row_id is not None:
                 it.row_id = row_id
                 new.append(it)
-        return new
-
-    async def _touch_devices(self, conn: asyncpg.Connection[Any], new: list[_Item]) -> dict[str, Any]:
-        """Update each device once; returns device_id -> row (grid_code, kind, address, building)."""
-        latest: dict[str, Any] = {}
-        best: dict[str, _Item] = {}
-        for it in new:
-            ev, at = it.ev, it.accepted.received_at
-            d = ev.device_id
-            latest[d] = max(latest.get(d, at), at)
-            b = best.get(d)
-            if b is None or (ev.seq is not None and (b.ev.seq is None or ev.seq >= b.ev.seq)):
-                best[d] = it
-        if not latest:
-            return {}
-        ids = list(latest)
-        rows = await conn.fetch(
-            _TOUCH_DEVICES,
-            ids,
-            [latest[d] for d in ids],
-            [best[d].ev.battery for d in ids],
-            [best[d].ev.seq for d in ids],
-        )
-        return {r["device_id"]: r for r in rows}
+        return new, devices
 
     # ------------------------------------------------------------ which take the fast path
 
@@ -213,23 +257,35 @@ class BatchRecorder:
         self, conn: asyncpg.Connection[Any], acting: list[_Item], devices: dict[str, Any], now: datetime
     ) -> tuple[list[_Open], list[_Item]]:
         candidates = [it for it in acting if type(it.ev).category in (Category.ALARM, Category.MAINTENANCE)]
+        wanted = sorted({(devices[it.ev.device_id]["grid_code"], type(it.ev).priority) for it in candidates})
         open_pairs: set[tuple[str, str]] = set()
+        found: dict[tuple[str, int], Any] = {}
+        officers: dict[str, list[str]] = defaultdict(list)
         if candidates:
             rows = await conn.fetch(
-                _OPEN_OF_DEVICES,
+                _PLAN_READS,
                 [it.ev.device_id for it in candidates],
                 [type(it.ev).category.value for it in candidates],
+                [g for g, _ in wanted],
+                [p for _, p in wanted],
+                now,
             )
-            open_pairs = {(r["device_id"], r["category"]) for r in rows}
+            for r in rows:
+                if r["row_kind"] == "open":
+                    open_pairs.add((r["a"], r["b"]))
+                elif r["row_kind"] == "policy":
+                    found[(r["a"], r["priority"])] = r
+                else:
+                    officers[r["a"]].append(r["b"])
+        for on_shift in officers.values():
+            on_shift.sort()
+        policies = {(g, p): policy_from_row(p, found.get((g, p))) for g, p in wanted}
         alarm_keys = {
             correlation_key(devices[it.ev.device_id])
             for it in candidates
             if type(it.ev).category is Category.ALARM and (it.ev.device_id, "alarm") not in open_pairs
         }
         correlating = await self._correlation(conn, alarm_keys, devices, now)
-        wanted = {(devices[it.ev.device_id]["grid_code"], type(it.ev).priority) for it in candidates}
-        policies = await self._policies(conn, wanted)
-        officers = await self._grid_officers(conn, {g for g, _ in wanted}, now)
 
         threshold = self.store.correlation.threshold
         fast: list[_Open] = []
@@ -279,26 +335,6 @@ class BatchRecorder:
             now - self.store.correlation.window,
         )
         return {r["key"]: (r["has_major"], r["devices"]) for r in rows}
-
-    async def _policies(
-        self, conn: asyncpg.Connection[Any], wanted: set[tuple[str, int]]
-    ) -> dict[tuple[str, int], Policy]:
-        if not wanted:
-            return {}
-        pairs = sorted(wanted)
-        rows = await conn.fetch(POLICIES_MANY, [g for g, _ in pairs], [p for _, p in pairs])
-        found = {(r["grid_code"], r["priority"]): r for r in rows}
-        return {(g, p): policy_from_row(p, found.get((g, p))) for g, p in pairs}
-
-    async def _grid_officers(
-        self, conn: asyncpg.Connection[Any], grids: set[str], now: datetime
-    ) -> dict[str, list[str]]:
-        if not grids:
-            return {}
-        on_shift: dict[str, list[str]] = defaultdict(list)
-        for r in await conn.fetch(GRID_RESPONDERS_MANY, sorted(grids), now):
-            on_shift[r["grid_code"]].append(r["officer_id"])
-        return on_shift
 
     # ------------------------------------------------------------ the fast path's writes
 
@@ -395,8 +431,10 @@ class BatchRecorder:
             out.incidents_opened += 1
             out.incident_ids.append(str(incident_id))
         if timeline:
-            await conn.executemany(TIMELINE, timeline)
-            await conn.executemany(QUEUE, queued)
-            await conn.executemany(OUTBOX, outbox)
-            await conn.execute("SELECT pg_notify('pingan_notifications', ''), pg_notify('pingan_outbox', '')")
+            await conn.execute(
+                _EFFECTS,
+                *zip(*[(t[0], t[1], t[2], t[3], t[4], orjson.dumps(t[5]).decode()) for t in timeline], strict=True),
+                *(zip(*queued, strict=True) if queued else [[]] * 7),
+                *zip(*outbox, strict=True),
+            )
         return beaten

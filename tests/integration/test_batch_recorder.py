@@ -74,7 +74,7 @@ def make_batch(steps: list[tuple[int, int, bool]], clock: FixedClock) -> list[Ac
             device_id=DEVICES[d][0],
             occurred_at=at,
             seq=seq[d],
-            battery=90 - i,
+            battery=None if i % 3 == 2 else 90 - i,
         )
         out.append(AcceptedEvent(event=ev, received_at=at, ingress=Ingress.MQTT, gateway_id="test"))  # type: ignore[arg-type]
     return out
