@@ -277,7 +277,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
         if args.rate:
             say(f"one step at {args.rate:.0f}/s")
-            step = await run_step(ctx, rate=args.rate, duration=p["step_s"], tag=f"one{tag}", drain_s=p["drain_s"])
+            step = await run_step(
+                ctx, rate=args.rate, duration=p["step_s"], tag=f"one{tag}", drain_s=p["drain_s"], type_=args.type
+            )
             step["held"] = held(step)
             results["one_step"] = step
             say(orjson.dumps(step, option=orjson.OPT_INDENT_2).decode())
@@ -470,8 +472,9 @@ def main() -> int:
         "--rate",
         type=float,
         default=None,
-        help="measure only the alarm path at this rate (one step, no search): for profiling",
+        help="measure only one step at this rate (no search): for profiling",
     )
+    ap.add_argument("--type", default="alarm.panic", help="the event type of --rate (e.g. device.heartbeat)")
     args = ap.parse_args()
     from core.logging import configure
 

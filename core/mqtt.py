@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 import paho.mqtt.client as paho
+import paho.mqtt.matcher as paho_matcher
 import structlog
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
@@ -192,6 +193,15 @@ class _PahoClient(paho.Client):
             manual_ack=manual_ack,
         )
         self.preconnected_socket: socket.socket | None = None
+        # We never register per-topic callbacks (message_callback_add), yet paho walks its
+        # topic matcher for every message received: at a few thousand messages a second that
+        # walk was the gateway's largest cost. An empty matcher that matches nothing.
+        if not isinstance(getattr(self, "_on_message_filtered", None), paho_matcher.MQTTMatcher):
+            raise RuntimeError("paho-mqtt changed: Client._on_message_filtered is not a topic matcher any more")
+        self._on_message_filtered = _NoTopicCallbacks()
+
+    def message_callback_add(self, sub: str, callback: Any) -> None:
+        raise NotImplementedError("per-topic callbacks are not supported: use messages()")
 
     def _create_socket(self) -> SocketLike:
         sock = self.preconnected_socket
@@ -199,6 +209,14 @@ class _PahoClient(paho.Client):
             raise MqttConnectError("internal error: no pre-connected socket", retriable=True)
         self.preconnected_socket = None
         return sock
+
+
+class _NoTopicCallbacks(paho_matcher.MQTTMatcher):
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+
+    def iter_match(self, topic: str) -> Any:
+        return ()
 
 
 @dataclass(slots=True)

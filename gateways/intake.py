@@ -42,6 +42,15 @@ class Taken:
     def accepted(self) -> bool:
         return not isinstance(self.result, Rejection)
 
+    @property
+    def receipt_over_mqtt(self) -> bool:
+        """Whether an MQTT device gets this receipt. Every refusal and every event that matters
+        does; an accepted heartbeat does not (the broker's PUBACK says enough, and at tens of
+        thousands a second the receipts would double the broker's traffic)."""
+        if not self.receipt.device_id:
+            return False
+        return not self.accepted or getattr(self.result, "type", None) != "device.heartbeat"
+
 
 class Intake:
     def __init__(self, settings: Settings, pool: asyncpg.Pool[Any], *, gateway_id: str, ingress: Ingress) -> None:

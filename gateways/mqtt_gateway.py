@@ -122,7 +122,7 @@ class MqttGateway(Component):
             await self.intake.confirm(producer, taken, fut)
             # Kafka holds the record: now, and only now, the broker may forget the message.
             mqtt.ack(msg)
-            if taken.receipt.device_id:
+            if taken.receipt_over_mqtt:
                 await self._send_receipt(mqtt, taken.receipt)
         finally:
             self._in_flight.release()

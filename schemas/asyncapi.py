@@ -133,7 +133,12 @@ def document() -> dict[str, Any]:
             "receive", "deviceEvents", "devices publish events (QoS 1); PUBACK once Kafka holds it"
         ),
         "receiveDeviceStatus": op("receive", "deviceStatus", "devices publish their status"),
-        "sendReceipt": op("send", "deviceReceipts", "accepted, rejected (with reason), incident opened, ..."),
+        "sendReceipt": op(
+            "send",
+            "deviceReceipts",
+            "accepted (not for heartbeats: their PUBACK is the acknowledgement), "
+            "rejected (with reason), incident opened, ...",
+        ),
         "sendOfficerNotification": op("send", "officerNotifications", "pages and information for officer apps"),
         "receiveOfficerAction": op("receive", "officerActions", "officer apps act on incidents"),
         "sendActionResult": op("send", "officerResults", "the answer to an officer app's action"),
