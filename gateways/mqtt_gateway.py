@@ -87,58 +87,71 @@ class MqttGateway(Component):
                 if next_msg not in done:
                     next_msg.cancel()
                     break
-                # What else has arrived is handled with it: one registry query for the batch.
+                # What else has arrived is handled with it: one registry query for the batch,
+                # and one task that acknowledges the batch as Kafka confirms it.
                 batch: list[MqttMessage] = [next_msg.result(), *mqtt.received_nowait(BATCH_MAX - 1)]
                 await self.intake.prefetch([topics.device_id_from_events_topic(m.topic) for m in batch])
-                for msg in batch:
-                    await self._in_flight.acquire()
-                    try:
-                        await self._handle(msg, mqtt, producer)
-                    except BaseException:
-                        self._in_flight.release()
-                        raise
+                handed: list[tuple[MqttMessage, Taken, asyncio.Future[Any]]] = []
+                try:
+                    for msg in batch:
+                        await self._in_flight.acquire()
+                        try:
+                            handed.append((msg, *await self._hand_over(msg, producer)))
+                        except BaseException:
+                            self._in_flight.release()
+                            raise
+                finally:
+                    if handed:
+                        task = asyncio.create_task(self._complete(handed, mqtt, producer), name="gateway.ack")
+                        self._pending.add(task)
+                        task.add_done_callback(self._pending.discard)
         finally:
             stop_wait.cancel()
 
-    async def _handle(self, msg: MqttMessage, mqtt: MqttClient, producer: Any) -> None:
+    async def _hand_over(self, msg: MqttMessage, producer: Any) -> tuple[Taken, asyncio.Future[Any]]:
         taken = await self.intake.take(
             msg.payload,
             topic_device=topics.device_id_from_events_topic(msg.topic),
             source=msg.topic,
             received_at=utcnow(),
         )
-        fut = await self.intake.send(producer, taken)
-        task = asyncio.create_task(
-            self._complete(msg, mqtt, producer, taken, fut),
-            name="gateway.ack" if taken.accepted else "gateway.dlq-ack",
-        )
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        return taken, await self.intake.send(producer, taken)
 
     async def _complete(
-        self, msg: MqttMessage, mqtt: MqttClient, producer: Any, taken: Taken, fut: asyncio.Future[Any]
+        self, handed: list[tuple[MqttMessage, Taken, asyncio.Future[Any]]], mqtt: MqttClient, producer: Any
     ) -> None:
+        """In arrival order: once Kafka holds a record, and only then, the broker may forget the
+        message (PUBACK) and the device gets its receipt."""
+        i = 0
         try:
-            await self.intake.confirm(producer, taken, fut)
-            # Kafka holds the record: now, and only now, the broker may forget the message.
-            mqtt.ack(msg)
-            if taken.receipt_over_mqtt:
-                await self._send_receipt(mqtt, taken.receipt)
+            for i, (msg, taken, fut) in enumerate(handed):  # noqa: B007 - i is read in finally
+                try:
+                    await self.intake.confirm(producer, taken, fut)
+                    mqtt.ack(msg)
+                    if taken.receipt_over_mqtt:
+                        self._send_receipt(mqtt, taken.receipt)
+                finally:
+                    self._in_flight.release()
         finally:
-            self._in_flight.release()
+            for _ in handed[i + 1 :]:  # cancelled mid-way (stopping): the broker redelivers them
+                self._in_flight.release()
 
-    async def _send_receipt(self, mqtt: MqttClient, receipt: Receipt) -> None:
-        try:
-            await mqtt.publish(
-                topics.device_receipts(receipt.device_id),
-                msgspec.json.encode(receipt),
-                qos=1,
-                timeout=10,
-            )
-        except Exception as exc:  # noqa: BLE001 - a lost receipt must not stop the gateway
+    def _send_receipt(self, mqtt: MqttClient, receipt: Receipt) -> None:
+        """Publish a receipt without waiting for the broker (a lost receipt must not hold up the
+        acknowledgement of the events after it, nor stop the gateway)."""
+
+        def failed(exc: BaseException) -> None:
             log.warning(
-                "receipt not delivered",
-                device_id=receipt.device_id,
-                event_id=receipt.event_id,
-                error=repr(exc),
+                "receipt not delivered", device_id=receipt.device_id, event_id=receipt.event_id, error=repr(exc)
             )
+
+        def done(fut: asyncio.Future[None]) -> None:
+            if not fut.cancelled() and fut.exception() is not None:
+                failed(fut.exception())  # type: ignore[arg-type]
+
+        try:
+            fut = mqtt.publish_nowait(topics.device_receipts(receipt.device_id), msgspec.json.encode(receipt), qos=1)
+        except Exception as exc:  # noqa: BLE001 - not connected: the receipt is dropped, the event is safe
+            failed(exc)
+            return
+        fut.add_done_callback(done)
