@@ -102,7 +102,8 @@ class Intake:
         if isinstance(result, Rejection):
             self.counters.inc("rejected")
             self.counters.inc(f"rejected.{result.reason.value}")
-            log.info(
+            # A flooding device would flood the log too: its refusals are counted, logged at debug.
+            (log.debug if result.reason is RejectReason.RATE_LIMITED else log.info)(
                 "event rejected",
                 ingress=self.ingress.value,
                 reason=result.reason.value,
