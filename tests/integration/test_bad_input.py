@@ -10,6 +10,7 @@ import random
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import uuid4
 
 import aiohttp
 import msgspec
@@ -417,3 +418,115 @@ async def test_garbage_from_an_officer_app_is_answered_and_the_next_action_works
     finally:
         await app.close()
         await device.close()
+
+
+# -- the desk API and its WebSocket, fed garbage ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+async def desk(pipeline) -> Any:  # type: ignore[no-untyped-def]
+    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{pipeline.api.port}") as s:
+        yield s
+
+
+async def city_admin(env: Any) -> dict[str, str]:
+    from core.sessions import issue
+    from core.timeutil import utcnow
+
+    async with env.pool.acquire() as conn:
+        token = await issue(conn, "admin-990100", ttl=timedelta(hours=1), now=utcnow())
+    return {"Authorization": f"Bearer {token}"}
+
+
+QUERY_NAMES = ["unit", "limit", "offset", "state", "from", "to", "since", "format"]
+
+
+async def test_garbage_to_every_api_route_is_refused_with_a_reason_never_a_500(env, pipeline, desk) -> None:
+    """Every route of the desk API, as the city's administrator (so the garbage reaches the
+    handlers, their queries and Postgres): fuzzed path parameters, query strings and bodies."""
+    from core.settings import Settings
+    from dispatch.api.app import build_app
+
+    auth = await city_admin(env)
+    app = build_app(Settings(), None)  # type: ignore[arg-type]  # its router only
+    routes = []
+    for route in app.router.routes():
+        info = route.resource.get_info() if route.resource else {}
+        if route.method in ("HEAD", "OPTIONS") or ("formatter" not in info and "path" not in info):
+            continue  # the static files
+        template = info.get("formatter") or info["path"]
+        if template == "/api/v1/auth/sign-out":
+            continue  # it would end this very session
+        routes.append((route.method, template))
+    r = random.Random(7)
+    statuses: Counter[int] = Counter()
+    for method, template in routes:
+        for _ in range(40):
+            path = template
+            for name in ("incident_id", "officer_id"):
+                path = path.replace("{" + name + "}", _url_text(r, str(uuid4()) if name == "incident_id" else "go-x"))
+            query = {
+                name: fuzz.text(r, r.choice(["990102", "10", "open", "2026-11-26T00:00:00+08:00", "csv"]))
+                for name in r.sample(QUERY_NAMES, r.randrange(0, 4))
+            }
+            body, _ = fuzz.payload(r, lambda r: {"action": "note", "text": "x", "officer_id": "go-q", "name": "n"})
+            async with desk.request(
+                method,
+                path,
+                params=query,
+                data=body,
+                headers={**auth, "Content-Type": "application/json"},
+                allow_redirects=False,
+            ) as resp:
+                statuses[resp.status] += 1
+                text = await resp.text()
+                assert resp.status < 500, (method, path, query, body[:200], resp.status, text[:300])
+                if resp.status >= 400 and resp.content_type == "application/json":
+                    answer = orjson.loads(text)
+                    assert answer["code"] and answer["message"], answer
+    assert statuses[422] + statuses[404] + statuses[400] > 0, statuses
+    # The API is still well after all of it.
+    async with desk.get("/api/v1/me", headers=auth) as resp:
+        assert resp.status == 200
+
+
+def _url_text(r: random.Random, valid: str) -> str:
+    from urllib.parse import quote
+
+    return quote(fuzz.text(r, valid), safe="")
+
+
+async def test_garbage_over_the_websocket_is_ignored_and_updates_keep_coming(env, pipeline, desk) -> None:
+    auth = await city_admin(env)
+    ws = await desk.ws_connect("/api/v1/ws", headers=auth)
+    try:
+        assert orjson.loads((await ws.receive()).data)["type"] == "hello"
+        r = random.Random(11)
+        for _ in range(200):
+            raw, _ = fuzz.payload(r, lambda r: {"type": "subscribe", "unit": "990102"})
+            if r.random() < 0.5:
+                await ws.send_bytes(raw)
+            else:
+                await ws.send_str(raw.decode("utf-8", "replace"))
+        # Updates still arrive on the same socket.
+        dev = await env.add_device(OTHER_GRID)
+        client = await connect(env, dev)
+        try:
+            await client.client.publish(topics.device_events(dev.device_id), orjson.dumps(event_payload(dev.device_id)))
+            _, opened = await client.wait_for(lambda m: m["status"] in ("incident_opened", "incident_joined"))
+        finally:
+            await client.close()
+        while True:
+            msg = await asyncio.wait_for(ws.receive(), 10)
+            body = orjson.loads(msg.data)
+            if body["type"] == "incident" and body["incident"]["incident_id"] == opened["incident_id"]:
+                break
+        # A message beyond the limit closes that socket only; a new one works.
+        await ws.send_bytes(b"x" * (64 * 1024 + 1))
+        closing = await asyncio.wait_for(ws.receive(), 10)
+        assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
+    finally:
+        await ws.close()
+    again = await desk.ws_connect("/api/v1/ws", headers=auth)
+    assert orjson.loads((await again.receive()).data)["type"] == "hello"
+    await again.close()
