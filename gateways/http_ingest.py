@@ -13,6 +13,7 @@ import binascii
 import hashlib
 import re
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -49,6 +50,14 @@ class DeviceCredentials:
         self.pool = pool
         self.ttl_s = ttl_s
         self._ok: dict[tuple[str, bytes], float] = {}
+
+    def forget(self, device_id: str | None) -> None:
+        """A device was deactivated or changed (None: perhaps any): check it afresh."""
+        if device_id is None:
+            self._ok.clear()
+        else:
+            for key in [k for k in self._ok if k[0] == device_id]:
+                del self._ok[key]
 
     async def check(self, device_id: str, password: str) -> bool:
         key = (device_id, hashlib.sha256(password.encode()).digest())
@@ -124,9 +133,17 @@ def build_app(settings: Settings, pool: asyncpg.Pool[Any], producer: Any, *, gat
     # Larger than the event limit, so an oversized payload is refused with its reason (and
     # lands on the dead-letter topic) instead of being cut off by the server.
     app = web.Application(client_max_size=max(64 * 1024, 4 * MAX_PAYLOAD_BYTES), middlewares=[_errors])
-    app[INTAKE] = Intake(settings, pool, gateway_id=gateway_id, ingress=Ingress.HTTP)
+    app[INTAKE] = intake = Intake(settings, pool, gateway_id=gateway_id, ingress=Ingress.HTTP)
     app[PRODUCER] = producer
-    app[CREDENTIALS] = DeviceCredentials(pool)
+    app[CREDENTIALS] = credentials = DeviceCredentials(pool)
+    intake.on_device_change.append(credentials.forget)
+
+    async def listen(app: web.Application) -> AsyncIterator[None]:
+        await intake.start()
+        yield
+        await intake.stop()
+
+    app.cleanup_ctx.append(listen)
     app.router.add_post("/api/v1/devices/{device_id}/events", post_event)
     return app
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,6 +18,7 @@ import structlog
 from core import kafka
 from core.metrics import Counters
 from core.pg_errors import is_transient
+from core.pg_wakeup import Wakeup
 from core.settings import Settings
 from gateways.device_registry import PostgresDeviceLookup
 from gateways.rate_limit import DeviceRateLimiter
@@ -61,6 +63,25 @@ class Intake:
             alarm_interval_s=settings.alarm_min_interval_s,
         )
         self.counters = Counters("gateway" if ingress is Ingress.MQTT else "ingest")
+        # Told by Postgres when a device is deactivated (or changed): its cached lookup goes.
+        self.on_device_change: list[Callable[[str | None], None]] = [self._forget_device]
+        self._changes = Wakeup(settings.database_url, "pingan_devices", on_payload=self._device_changed)
+
+    async def start(self) -> None:
+        await self._changes.start()
+
+    async def stop(self) -> None:
+        await self._changes.stop()
+
+    def _device_changed(self, device_id: str | None) -> None:
+        for fn in self.on_device_change:
+            fn(device_id)
+
+    def _forget_device(self, device_id: str | None) -> None:
+        if device_id is None:
+            self.validator.devices.clear()
+        else:
+            self.validator.devices.forget(device_id)
 
     async def take(
         self, payload: bytes, *, topic_device: str | None, source: str | None, received_at: datetime

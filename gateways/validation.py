@@ -175,10 +175,17 @@ class DeviceCache:
     def forget(self, device_id: str) -> None:
         self._entries.pop(device_id, None)
 
+    def clear(self) -> None:
+        self._entries.clear()
+
 
 class Validator:
     def __init__(self, devices: DeviceCache) -> None:
         self._devices = devices
+
+    @property
+    def devices(self) -> DeviceCache:
+        return self._devices
 
     async def validate(
         self, payload: bytes, *, topic_device_id: str | None, now_monotonic: float
