@@ -41,7 +41,7 @@ class RejectReason(enum.StrEnum):
     INACTIVE_DEVICE = "inactive_device"
     CLOCK_SKEW = "clock_skew"  # no longer given: a skewed event is accepted and flagged (clock_offset_s)
     RATE_LIMITED = "rate_limited"  # the device sent more than its rate (see the README for alarms)
-    UNPROCESSABLE = "unprocessable"  # accepted, but the worker could not record it
+    UNPROCESSABLE = "unprocessable"  # the worker could not record an accepted event, or the gateway could not check one
 
 
 class RejectedInput(msgspec.Struct, kw_only=True, frozen=True):

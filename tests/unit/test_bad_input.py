@@ -53,7 +53,7 @@ def test_any_bytes_as_an_api_body_give_a_value_or_a_reasoned_422(decoder, raw: b
         assert str(exc)
 
 
-@settings(max_examples=300)
+@settings(max_examples=150)
 @given(decoder=st.sampled_from(DECODERS), obj=st.dictionaries(field_names, json_values))
 def test_any_json_object_as_an_api_body_gives_a_value_or_a_reasoned_422(decoder, obj) -> None:
     try:
@@ -116,7 +116,7 @@ def test_any_authorization_header_is_parsed_or_refused(header: str) -> None:
     parse_basic(header)
 
 
-@settings(max_examples=300)
+@settings(max_examples=150)
 @given(raw=st.binary(max_size=300) | st.dictionaries(field_names, json_values).map(msgspec.json.encode))
 def test_officer_app_messages_give_an_action_or_a_reasoned_refusal(raw: bytes) -> None:
     parsed = parse_action(raw)
