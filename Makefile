@@ -15,7 +15,7 @@ TEST_STACK_ENV := PINGAN_STACK_DIR=$(CURDIR)/.stack-test PINGAN_PG_PORT=55433 \
 	PINGAN_MQTT_PORT=18831 PINGAN_KAFKA_PORT=19094 PINGAN_KAFKA_CONTROLLER_PORT=19095
 
 .PHONY: help venv up down status wipe migrate seed demo run simulate test test-fast lint schemas bench bench-full \
-	test-stack-down
+	test-stack-down chaos fuzz
 
 help:
 	@echo "make demo      run everything with the demo city and a device simulator (Ctrl-C stops)"
@@ -24,6 +24,7 @@ help:
 	@echo "make status    show the local stack"
 	@echo "make wipe      stop the local stack and delete its data"
 	@echo "make bench     the benchmark, quick (a few minutes); make bench-full for all of it"
+	@echo "make chaos     the fault suite, then the fuzz run (make fuzz: a million generated inputs alone)"
 	@echo "make lint      ruff and mypy"
 	@echo "make schemas   regenerate the JSON Schema documents from schemas/"
 
@@ -93,3 +94,9 @@ schemas: venv
 # Fault injection on a stack of its own (.stack-chaos/, other ports): ARGS="--short" for ~10 s a scenario.
 chaos: venv
 	$(BIN)/python -m chaos.run $(ARGS)
+	$(BIN)/python -m chaos.fuzz --inputs $(FUZZ_INPUTS)
+
+# A million generated inputs through every parser of outside input (no services needed).
+FUZZ_INPUTS ?= 1000000
+fuzz: venv
+	$(BIN)/python -m chaos.fuzz --inputs $(FUZZ_INPUTS)

@@ -1,9 +1,11 @@
-"""Wake a polling loop at once when Postgres NOTIFYs a channel (the poll stays as a fallback)."""
+"""Wake a polling loop at once when Postgres NOTIFYs a channel (the poll stays as a fallback),
+or hand each notification's payload to a callback."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -15,9 +17,12 @@ log = structlog.get_logger(__name__)
 
 
 class Wakeup:
-    def __init__(self, dsn: str, channel: str) -> None:
+    def __init__(self, dsn: str, channel: str, on_payload: Callable[[str | None], None] | None = None) -> None:
+        """`on_payload` gets each notification's payload, and None after the listening
+        connection was (re)opened: notifications may have been missed meanwhile."""
         self._dsn = dsn
         self._channel = channel
+        self._on_payload = on_payload
         self._event = asyncio.Event()
         self._conn: asyncpg.Connection[Any] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -39,8 +44,15 @@ class Wakeup:
             await asyncio.wait_for(self._event.wait(), timeout)
         self._event.clear()
 
-    def _on_notify(self, *_: Any) -> None:
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         self._event.set()
+        if self._on_payload is not None:
+            self._on_payload(payload)
+
+    def _missed(self) -> None:
+        self._event.set()
+        if self._on_payload is not None:
+            self._on_payload(None)
 
     async def _close(self) -> None:
         if self._conn is not None:
@@ -55,10 +67,10 @@ class Wakeup:
                 self._conn = await db.connect(self._dsn)
                 self._conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
                 await self._conn.add_listener(self._channel, self._on_notify)
-                self._event.set()  # catch up on whatever happened while not listening
+                self._missed()  # catch up on whatever happened while not listening
                 await lost.wait()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("listen connection lost", channel=self._channel, error=repr(exc))
             await self._close()
-            self._event.set()
+            self._missed()
             await asyncio.sleep(1.0)

@@ -61,6 +61,15 @@ class Settings:
     restarted gateway gets back its session and the messages it had not acknowledged."""
     max_clock_skew_future_s: int = 300
     max_event_age_s: int = 24 * 3600
+    """An event whose occurred_at is further ahead or older than these is still accepted, but
+    flagged with its clock offset, and the platform's receive time stands in for it."""
+    device_rate_per_s: float = 10.0
+    """Events a device may send a second on average, per gateway (0 turns the limit off)."""
+    device_burst: int = 30
+    """Events a device may send at once above its rate."""
+    alarm_min_interval_s: float = 1.0
+    """Beyond its rate a device still gets one alarm (and one cancel) of each type through
+    this often; its heartbeats and maintenance events are refused (reason rate_limited)."""
     device_cache_ttl_s: float = 30.0
     worker_batch_max: int = 500
     notifier_batch_max: int = 200

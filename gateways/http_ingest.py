@@ -11,7 +11,9 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import re
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -26,7 +28,7 @@ from core.timeutil import utcnow
 from core.web_server import WebServer
 from gateways.intake import Intake
 from schemas import topics
-from schemas.events import MAX_PAYLOAD_BYTES
+from schemas.events import DEVICE_ID_PATTERN, MAX_PAYLOAD_BYTES
 from schemas.messages import Ingress
 
 log = structlog.get_logger(__name__)
@@ -49,6 +51,14 @@ class DeviceCredentials:
         self.ttl_s = ttl_s
         self._ok: dict[tuple[str, bytes], float] = {}
 
+    def forget(self, device_id: str | None) -> None:
+        """A device was deactivated or changed (None: perhaps any): check it afresh."""
+        if device_id is None:
+            self._ok.clear()
+        else:
+            for key in [k for k in self._ok if k[0] == device_id]:
+                del self._ok[key]
+
     async def check(self, device_id: str, password: str) -> bool:
         key = (device_id, hashlib.sha256(password.encode()).digest())
         now = time.monotonic()
@@ -65,20 +75,39 @@ class DeviceCredentials:
         return True
 
 
-def _basic(request: web.Request) -> tuple[str, str] | None:
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "basic":
+_DEVICE_ID = re.compile(DEVICE_ID_PATTERN)
+
+
+def parse_basic(header: str) -> tuple[str, str] | None:
+    """(device id, password) of an `Authorization: Basic` header; None for anything else,
+    including a user name that cannot be a device id (it never reaches the database)."""
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic" or len(value) > 1024:
         return None
     try:
-        user, _, password = base64.b64decode(value, validate=True).decode("utf-8").partition(":")
-    except (binascii.Error, UnicodeDecodeError):
+        user, _, password = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    if len(user) > 64 or not _DEVICE_ID.fullmatch(user) or not password or len(password) > 256:
         return None
     return user, password
 
 
+@web.middleware
+async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every refusal is JSON with a code and a reason, like the API's."""
+    try:
+        resp: web.StreamResponse = await handler(request)
+        return resp
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _json({"code": exc.reason.lower().replace(" ", "_"), "message": exc.text or exc.reason}, exc.status)
+
+
 async def post_event(request: web.Request) -> web.Response:
     device_id = request.match_info["device_id"]
-    creds = _basic(request)
+    creds = parse_basic(request.headers.get("Authorization", ""))
     if creds is None or not await request.app[CREDENTIALS].check(creds[0], creds[1]):
         resp = _json({"code": "unauthenticated", "message": "HTTP Basic with the device id and its password"}, 401)
         resp.headers["WWW-Authenticate"] = 'Basic realm="pingan devices"'
@@ -103,10 +132,18 @@ async def post_event(request: web.Request) -> web.Response:
 def build_app(settings: Settings, pool: asyncpg.Pool[Any], producer: Any, *, gateway_id: str) -> web.Application:
     # Larger than the event limit, so an oversized payload is refused with its reason (and
     # lands on the dead-letter topic) instead of being cut off by the server.
-    app = web.Application(client_max_size=max(64 * 1024, 4 * MAX_PAYLOAD_BYTES))
-    app[INTAKE] = Intake(settings, pool, gateway_id=gateway_id, ingress=Ingress.HTTP)
+    app = web.Application(client_max_size=max(64 * 1024, 4 * MAX_PAYLOAD_BYTES), middlewares=[_errors])
+    app[INTAKE] = intake = Intake(settings, pool, gateway_id=gateway_id, ingress=Ingress.HTTP)
     app[PRODUCER] = producer
-    app[CREDENTIALS] = DeviceCredentials(pool)
+    app[CREDENTIALS] = credentials = DeviceCredentials(pool)
+    intake.on_device_change.append(credentials.forget)
+
+    async def listen(app: web.Application) -> AsyncIterator[None]:
+        await intake.start()
+        yield
+        await intake.stop()
+
+    app.cleanup_ctx.append(listen)
     app.router.add_post("/api/v1/devices/{device_id}/events", post_event)
     return app
 

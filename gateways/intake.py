@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,11 +18,13 @@ import structlog
 from core import kafka
 from core.metrics import Counters
 from core.pg_errors import is_transient
+from core.pg_wakeup import Wakeup
 from core.settings import Settings
 from gateways.device_registry import PostgresDeviceLookup
-from gateways.validation import ClockLimits, DeviceCache, Rejection, Validator
+from gateways.rate_limit import DeviceRateLimiter
+from gateways.validation import ClockLimits, DeviceCache, Rejection, Validator, clock_offset
 from schemas.events import AnyEvent
-from schemas.messages import AcceptedEvent, Ingress, Receipt, ReceiptStatus, RejectedInput
+from schemas.messages import AcceptedEvent, Ingress, Receipt, ReceiptStatus, RejectedInput, RejectReason
 
 log = structlog.get_logger(__name__)
 
@@ -49,7 +52,9 @@ class Taken:
         thousands a second the receipts would double the broker's traffic)."""
         if not self.receipt.device_id:
             return False
-        return not self.accepted or getattr(self.result, "type", None) != "device.heartbeat"
+        if not self.accepted or self.receipt.detail:  # a refusal, or a warning (the device's clock)
+            return True
+        return getattr(self.result, "type", None) != "device.heartbeat"
 
 
 class Intake:
@@ -58,14 +63,36 @@ class Intake:
         self.gateway_id = gateway_id
         self.ingress = ingress
         self.topics = kafka.topics(settings)
-        self.validator = Validator(
-            DeviceCache(PostgresDeviceLookup(pool), ttl_s=settings.device_cache_ttl_s),
-            ClockLimits(
-                future=timedelta(seconds=settings.max_clock_skew_future_s),
-                past=timedelta(seconds=settings.max_event_age_s),
-            ),
+        self.validator = Validator(DeviceCache(PostgresDeviceLookup(pool), ttl_s=settings.device_cache_ttl_s))
+        self.clock = ClockLimits(
+            future=timedelta(seconds=settings.max_clock_skew_future_s),
+            past=timedelta(seconds=settings.max_event_age_s),
+        )
+        self.limiter = DeviceRateLimiter(
+            rate_per_s=settings.device_rate_per_s,
+            burst=settings.device_burst,
+            alarm_interval_s=settings.alarm_min_interval_s,
         )
         self.counters = Counters("gateway" if ingress is Ingress.MQTT else "ingest")
+        # Told by Postgres when a device is deactivated (or changed): its cached lookup goes.
+        self.on_device_change: list[Callable[[str | None], None]] = [self._forget_device]
+        self._changes = Wakeup(settings.database_url, "pingan_devices", on_payload=self._device_changed)
+
+    async def start(self) -> None:
+        await self._changes.start()
+
+    async def stop(self) -> None:
+        await self._changes.stop()
+
+    def _device_changed(self, device_id: str | None) -> None:
+        for fn in self.on_device_change:
+            fn(device_id)
+
+    def _forget_device(self, device_id: str | None) -> None:
+        if device_id is None:
+            self.validator.devices.clear()
+        else:
+            self.validator.devices.forget(device_id)
 
     async def prefetch(self, device_ids: list[str | None]) -> None:
         """Warm the device cache for a batch of inputs with one registry query."""
@@ -86,24 +113,44 @@ class Intake:
         self, payload: bytes, *, topic_device: str | None, source: str | None, received_at: datetime
     ) -> Taken:
         delay = 0.1
+        result: AnyEvent | Rejection
         while True:
             try:
                 result = await self.validator.validate(
-                    payload, topic_device_id=topic_device, now=received_at, now_monotonic=time.monotonic()
+                    payload, topic_device_id=topic_device, now_monotonic=time.monotonic()
                 )
                 break
             except Exception as exc:
                 # The device registry (Postgres) is briefly away: the event waits (unacknowledged,
                 # so the broker keeps it) rather than being refused or the gateway dying.
                 if not is_transient(exc):
-                    raise
+                    # Never let one input stop the gateway (it would come back and stop it
+                    # again): refuse it with its reason, and say so loudly.
+                    log.exception("input could not be checked", device_id=topic_device)
+                    result = Rejection(
+                        RejectReason.UNPROCESSABLE,
+                        f"the gateway could not check this input: {type(exc).__name__}",
+                        topic_device,
+                    )
+                    break
                 log.warning("device lookup failed, retrying", error=repr(exc), device_id=topic_device)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+        if not isinstance(result, Rejection) and not self.limiter.admit(
+            result.device_id, result.type, type(result).category, time.monotonic()
+        ):
+            result = Rejection(
+                RejectReason.RATE_LIMITED,
+                f"device {result.device_id} sent more than {self.limiter.rate:g} events/s "
+                f"(burst {self.limiter.burst:g}); {result.type} refused",
+                result.device_id,
+                result.event_id,
+            )
         if isinstance(result, Rejection):
             self.counters.inc("rejected")
             self.counters.inc(f"rejected.{result.reason.value}")
-            log.info(
+            # A flooding device would flood the log too: its refusals are counted, logged at debug.
+            (log.debug if result.reason is RejectReason.RATE_LIMITED else log.info)(
                 "event rejected",
                 ingress=self.ingress.value,
                 reason=result.reason.value,
@@ -136,16 +183,30 @@ class Intake:
             key = (result.device_id or "").encode() or None
             return Taken(self.topics.alarm_events_dlq, key, record, receipt, result)
         self.counters.inc("accepted")
+        offset = clock_offset(result, received_at, self.clock)
+        warning = None
+        if offset is not None:
+            self.counters.inc("clock_skewed")
+            warning = (
+                f"occurred_at {result.occurred_at.isoformat()} is {abs(offset):.0f} s "
+                f"{'ahead of' if offset > 0 else 'behind'} the platform clock; recorded with the time it was received"
+            )
+            log.info("device clock off", device_id=result.device_id, event_id=result.event_id, offset_s=offset)
         record = msgspec.json.encode(
             AcceptedEvent(
                 event=result,  # type: ignore[arg-type]
                 received_at=received_at,
                 ingress=self.ingress,
                 gateway_id=self.gateway_id,
+                clock_offset_s=offset,
             )
         )
         receipt = Receipt(
-            status=ReceiptStatus.ACCEPTED, device_id=result.device_id, at=received_at, event_id=result.event_id
+            status=ReceiptStatus.ACCEPTED,
+            device_id=result.device_id,
+            at=received_at,
+            event_id=result.event_id,
+            detail=warning,
         )
         return Taken(self.topics.alarm_events, result.device_id.encode(), record, receipt, result)
 

@@ -58,6 +58,7 @@ class MqttGateway(Component):
             manual_ack=True,
         )
         await producer.start()
+        await self.intake.start()
         try:
             await mqtt.start()
             try:
@@ -74,6 +75,7 @@ class MqttGateway(Component):
                     await asyncio.wait(self._pending, timeout=30)
                 await mqtt.stop()
         finally:
+            await self.intake.stop()
             await producer.stop()
             log.info("gateway stopped", **self.counters.snapshot())
 

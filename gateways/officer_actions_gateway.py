@@ -42,6 +42,18 @@ def officer_from_topic(topic: str) -> str | None:
     return None
 
 
+def parse_action(payload: bytes) -> OfficerAppAction | ActionResult:
+    """An officer app's message as an action, or the refusal to answer with. Never raises."""
+    try:
+        return _decoder.decode(payload)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        return ActionResult(ok=False, code="invalid_body", message=str(exc)[:500])
+    except UnicodeDecodeError as exc:
+        return ActionResult(ok=False, code="invalid_body", message=f"not valid UTF-8: byte {exc.start}")
+    except RecursionError:
+        return ActionResult(ok=False, code="invalid_body", message="JSON nested too deeply")
+
+
 class OfficerActionsGateway(Component):
     name = "officer-actions"
 
@@ -85,12 +97,11 @@ class OfficerActionsGateway(Component):
         if officer_id is None:
             mqtt.ack(msg)
             return
-        try:
-            req = _decoder.decode(msg.payload)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            result = ActionResult(ok=False, code="invalid_body", message=str(exc)[:500])
+        parsed = parse_action(msg.payload)
+        if isinstance(parsed, ActionResult):
+            result = parsed
         else:
-            result = await self._apply(officer_id, req)
+            result = await self._apply(officer_id, parsed)
         mqtt.ack(msg)  # the result is durable (or the input was refused): the broker may forget it
         try:
             await mqtt.publish(f"{topics.MQTT_ROOT}/officers/{officer_id}/results", msgspec.json.encode(result), qos=1)
@@ -102,6 +113,15 @@ class OfficerActionsGateway(Component):
         while True:
             try:
                 return await self._apply_once(officer_id, req)
+            except asyncpg.DataError as exc:
+                # A value Postgres cannot hold (a NUL character in a text): the input's fault.
+                return ActionResult(
+                    ok=False,
+                    action_id=req.action_id,
+                    incident_id=req.incident_id,
+                    code="invalid_body",
+                    message=str(exc),
+                )
             except Exception as exc:
                 if not is_transient(exc) or self.stopping:
                     log.exception("officer action failed", officer_id=officer_id, action_id=req.action_id)

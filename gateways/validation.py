@@ -1,7 +1,12 @@
 """Validation of device input: the one place every ingress (MQTT, HTTP) uses.
 
-`parse_event` is pure (size, JSON, schema, topic and payload device ids, clock); `Validator`
-adds what needs the device registry (known, active).
+`parse_event` is pure (size, UTF-8, JSON, schema, storable `data`, topic and payload device
+ids); `clock_offset` tells whether the device's clock is off; `Validator` adds what needs the
+device registry (known, active).
+
+A wrong device clock never costs an alarm: an event whose `occurred_at` lies outside the
+accepted window is accepted and flagged with its offset, and the platform's own receive time
+stands in for it (deadlines run from the receive time in any case).
 """
 
 from __future__ import annotations
@@ -18,6 +23,10 @@ from schemas.events import EVENT_TYPES, MAX_PAYLOAD_BYTES, AnyEvent, DeviceEvent
 from schemas.messages import RejectReason
 
 _decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(DeviceEvent)
+
+MAX_DATA_DEPTH = 32
+"""`data` nested deeper than this is refused (Postgres' jsonb and the JSON encoders have limits)."""
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # what the store's JSON encoder (orjson) takes
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,10 +47,9 @@ def parse_event(
     payload: bytes,
     *,
     topic_device_id: str | None,
-    now: datetime,
-    clock: ClockLimits = ClockLimits(),
 ) -> AnyEvent | Rejection:
-    """Decode and check one event payload. Never raises for any input."""
+    """Decode and check one event payload. Never raises for any input. (The device's clock
+    is checked apart, by `clock_offset`: a wrong clock flags an event, never refuses it.)"""
     if len(payload) > MAX_PAYLOAD_BYTES:
         return Rejection(
             RejectReason.TOO_LARGE,
@@ -54,6 +62,8 @@ def parse_event(
         return _invalid(payload, str(exc), topic_device_id)
     except msgspec.DecodeError as exc:
         return Rejection(RejectReason.MALFORMED, f"not valid JSON: {exc}", topic_device_id)
+    except UnicodeDecodeError as exc:
+        return Rejection(RejectReason.MALFORMED, f"not valid UTF-8: byte {exc.start}", topic_device_id)
     except RecursionError:
         return Rejection(RejectReason.MALFORMED, "JSON nested too deeply", topic_device_id)
     if topic_device_id is None:
@@ -65,22 +75,51 @@ def parse_event(
             topic_device_id,
             event.event_id,
         )
-    if event.occurred_at > now + clock.future:
-        return Rejection(
-            RejectReason.CLOCK_SKEW,
-            f"occurred_at {event.occurred_at.isoformat()} is more than "
-            f"{int(clock.future.total_seconds())} s ahead of the platform clock",
-            topic_device_id,
-            event.event_id,
-        )
-    if event.occurred_at < now - clock.past:
-        return Rejection(
-            RejectReason.CLOCK_SKEW,
-            f"occurred_at {event.occurred_at.isoformat()} is more than {int(clock.past.total_seconds())} s in the past",
-            topic_device_id,
-            event.event_id,
-        )
+    problem = unstorable(event.data)
+    if problem is not None:
+        return Rejection(RejectReason.INVALID, f"data: {problem}", topic_device_id, event.event_id)
     return event
+
+
+def unstorable(data: Any) -> str | None:
+    """Why `data` could not be stored as Postgres jsonb, or None when it can.
+
+    Postgres text and jsonb hold no NUL character; the JSON encoder of the store takes
+    integers of at most 64 bits and a bounded depth. Checked here, so that an event the
+    gateway accepted is never one the worker cannot record."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                return "a text holds a NUL character (\\u0000)"
+        elif isinstance(value, bool) or value is None or isinstance(value, float):
+            continue
+        elif isinstance(value, int):
+            if not _INT_MIN <= value <= _INT_MAX:
+                return f"the number {str(value)[:20]}... does not fit in 64 bits"
+        elif isinstance(value, dict | list):
+            if depth > MAX_DATA_DEPTH:
+                return f"nested deeper than {MAX_DATA_DEPTH} levels"
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    if "\x00" in k:
+                        return "a key holds a NUL character (\\u0000)"
+                    stack.append((v, depth + 1))
+            else:
+                stack.extend((v, depth + 1) for v in value)
+        else:  # pragma: no cover - JSON decodes to nothing else
+            return f"unexpected value of type {type(value).__name__}"
+    return None
+
+
+def clock_offset(event: AnyEvent, now: datetime, clock: ClockLimits = ClockLimits()) -> float | None:
+    """Seconds the event's `occurred_at` lies from `now` (positive: ahead), when that is
+    outside the accepted window; None when the device's clock is fine."""
+    offset = (event.occurred_at - now).total_seconds()
+    if -clock.past.total_seconds() <= offset <= clock.future.total_seconds():
+        return None
+    return offset
 
 
 def _invalid(payload: bytes, message: str, topic_device_id: str | None) -> Rejection:
@@ -155,17 +194,22 @@ class DeviceCache:
     def forget(self, device_id: str) -> None:
         self._entries.pop(device_id, None)
 
+    def clear(self) -> None:
+        self._entries.clear()
+
 
 class Validator:
-    def __init__(self, devices: DeviceCache, clock: ClockLimits) -> None:
-        self.devices = devices
+    def __init__(self, devices: DeviceCache) -> None:
         self._devices = devices
-        self._clock = clock
+
+    @property
+    def devices(self) -> DeviceCache:
+        return self._devices
 
     async def validate(
-        self, payload: bytes, *, topic_device_id: str | None, now: datetime, now_monotonic: float
+        self, payload: bytes, *, topic_device_id: str | None, now_monotonic: float
     ) -> AnyEvent | Rejection:
-        result = parse_event(payload, topic_device_id=topic_device_id, now=now, clock=self._clock)
+        result = parse_event(payload, topic_device_id=topic_device_id)
         if isinstance(result, Rejection):
             return result
         info = await self._devices.get(result.device_id, now_monotonic)

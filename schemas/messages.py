@@ -23,6 +23,9 @@ class AcceptedEvent(msgspec.Struct, kw_only=True, frozen=True):
     received_at: datetime
     ingress: Ingress
     gateway_id: str
+    clock_offset_s: float | None = None
+    """Set when the device's occurred_at lies outside the accepted window (seconds ahead of
+    received_at; negative: behind). The event is recorded with received_at in its place."""
 
 
 class RejectReason(enum.StrEnum):
@@ -36,8 +39,9 @@ class RejectReason(enum.StrEnum):
     DEVICE_MISMATCH = "device_mismatch"  # device id of topic and payload disagree
     UNKNOWN_DEVICE = "unknown_device"
     INACTIVE_DEVICE = "inactive_device"
-    CLOCK_SKEW = "clock_skew"  # occurred_at too far in the future or the past
-    UNPROCESSABLE = "unprocessable"  # accepted, but the worker could not record it
+    CLOCK_SKEW = "clock_skew"  # no longer given: a skewed event is accepted and flagged (clock_offset_s)
+    RATE_LIMITED = "rate_limited"  # the device sent more than its rate (see the README for alarms)
+    UNPROCESSABLE = "unprocessable"  # the worker could not record an accepted event, or the gateway could not check one
 
 
 class RejectedInput(msgspec.Struct, kw_only=True, frozen=True):
@@ -79,6 +83,7 @@ class Receipt(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
     case_number: str | None = None
     reason: RejectReason | None = None
     detail: str | None = None
+    """Why an input was rejected; on an `accepted` receipt, a warning (a wrong device clock)."""
 
 
 class OfficerNotification(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):

@@ -36,7 +36,7 @@ from core.incident_service import (
 )
 from schemas.events import AnyEvent, Category
 from schemas.messages import AcceptedEvent
-from workers.incident_store import IncidentStore, Outcome, correlation_key, open_reason
+from workers.incident_store import IncidentStore, Outcome, correlation_key, occurred_at, open_reason
 
 # The batch's event rows (idempotent by (device_id, event_id); ids in batch order) and, in the
 # same statement, each device touched once by its new events: the latest time seen, and the
@@ -44,14 +44,15 @@ from workers.incident_store import IncidentStore, Outcome, correlation_key, open
 _RECORD_EVENTS = """
 WITH ins AS (
     INSERT INTO events (device_id, event_id, type, seq, occurred_at, received_at, ingress,
-                        gateway_id, battery, data, kafka_partition, kafka_offset)
+                        gateway_id, battery, data, kafka_partition, kafka_offset, clock_offset_s)
     SELECT v.device_id, v.event_id, v.type, v.seq, v.occurred_at, v.received_at, v.ingress,
-           v.gateway_id, v.battery, v.data::jsonb, v.kafka_partition, v.kafka_offset
+           v.gateway_id, v.battery, v.data::jsonb, v.kafka_partition, v.kafka_offset, v.clock_offset_s
       FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[],
                   $6::timestamptz[], $7::text[], $8::text[], $9::int[], $10::text[], $11::int[],
-                  $12::bigint[])
+                  $12::bigint[], $13::float8[])
            WITH ORDINALITY AS v(device_id, event_id, type, seq, occurred_at, received_at, ingress,
-                                gateway_id, battery, data, kafka_partition, kafka_offset, ord)
+                                gateway_id, battery, data, kafka_partition, kafka_offset,
+                                clock_offset_s, ord)
      ORDER BY v.ord
     ON CONFLICT (device_id, event_id) DO NOTHING
     RETURNING id, device_id, event_id, seq, received_at, battery
@@ -214,7 +215,7 @@ class BatchRecorder:
     ) -> tuple[list[_Item], dict[str, Any]]:
         """Insert the event rows and touch their devices. Returns the items that were new (in
         batch order) and device_id -> device row (grid_code, kind, address, building)."""
-        cols: list[list[Any]] = [[] for _ in range(12)]
+        cols: list[list[Any]] = [[] for _ in range(13)]
         for it in items:
             ev, a = it.ev, it.accepted
             for col, value in zip(
@@ -224,7 +225,7 @@ class BatchRecorder:
                     ev.event_id,
                     ev.type,
                     ev.seq,
-                    ev.occurred_at,
+                    occurred_at(a),
                     a.received_at,
                     a.ingress.value,
                     a.gateway_id,
@@ -232,6 +233,7 @@ class BatchRecorder:
                     orjson.dumps(ev.data).decode(),
                     it.partition,
                     it.offset,
+                    a.clock_offset_s,
                 ),
                 strict=True,
             ):
@@ -359,7 +361,7 @@ class BatchRecorder:
                     o.device["grid_code"],
                     ev.type,
                     ev.event_id,
-                    ev.occurred_at,
+                    occurred_at(o.item.accepted),
                     o.item.accepted.received_at,
                     now,
                     orjson.dumps(o.policy.to_json()).decode(),

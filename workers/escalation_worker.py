@@ -98,8 +98,8 @@ class EscalationWorker(Component):
             for rec in recs:
                 try:
                     decoded.append((rec, _decoder.decode(rec.value or b"")))
-                except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-                    await self._unprocessable(rec, f"undecodable record: {exc}", producer)
+                except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+                    await self._unprocessable(rec, f"undecodable record: {exc!r}", producer)
         delay = 0.1
         while True:
             try:

@@ -52,8 +52,8 @@ class Correlation:
 
 _INSERT_EVENT = """
 INSERT INTO events (device_id, event_id, type, seq, occurred_at, received_at, ingress,
-                    gateway_id, battery, data, kafka_partition, kafka_offset)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                    gateway_id, battery, data, kafka_partition, kafka_offset, clock_offset_s)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 ON CONFLICT (device_id, event_id) DO NOTHING
 RETURNING id
 """
@@ -120,6 +120,14 @@ def correlation_key(device: Any) -> str:
     return f"{device['grid_code']}/{building}" if building else device["grid_code"]
 
 
+def occurred_at(accepted: AcceptedEvent) -> datetime:
+    """When the event happened, as recorded: the device's clock, or the platform's receive
+    time when the gateway flagged the device's clock as off."""
+    if accepted.clock_offset_s is not None:
+        return accepted.received_at
+    return accepted.event.occurred_at
+
+
 class IncidentStore:
     def __init__(
         self,
@@ -149,7 +157,7 @@ class IncidentStore:
             ev.event_id,
             ev.type,
             ev.seq,
-            ev.occurred_at,
+            occurred_at(accepted),
             accepted.received_at,
             accepted.ingress.value,
             accepted.gateway_id,
@@ -157,6 +165,7 @@ class IncidentStore:
             ev.data,
             partition,
             offset,
+            accepted.clock_offset_s,
         )
         if row_id is None:
             out.duplicates = 1
@@ -236,7 +245,7 @@ class IncidentStore:
             grid_code=device["grid_code"],
             event_type=ev.type,
             event_id=ev.event_id,
-            pressed_at=ev.occurred_at,
+            pressed_at=occurred_at(accepted),
             received_at=accepted.received_at,
             now=now,
             **kwargs,

@@ -30,6 +30,11 @@ ON CONFLICT ON CONSTRAINT rejected_inputs_once DO NOTHING
 """
 
 
+def _text(value: str | None) -> str | None:
+    """Postgres text holds no NUL character: the raw input may (it is shown as U+FFFD)."""
+    return None if value is None else value.replace("\x00", "\ufffd")
+
+
 class RejectionRecorder(Component):
     name = "dlq-recorder"
 
@@ -61,7 +66,7 @@ class RejectionRecorder(Component):
                     for rec in recs:
                         try:
                             r = _decoder.decode(rec.value or b"")
-                        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
                             log.error(
                                 "undecodable dead-letter record",
                                 error=str(exc),
@@ -75,28 +80,19 @@ class RejectionRecorder(Component):
                                 tp.partition,
                                 rec.offset,
                                 r.reason.value,
-                                r.detail,
-                                r.device_id,
-                                r.event_id,
-                                r.topic,
+                                _text(r.detail),
+                                _text(r.device_id),
+                                _text(r.event_id),
+                                _text(r.topic),
                                 r.ingress.value,
-                                r.gateway_id,
+                                _text(r.gateway_id),
                                 r.received_at,
-                                r.payload,
+                                _text(r.payload),
                                 r.payload_bytes,
                             )
                         )
-                delay = 0.1
-                while True:
-                    try:
-                        await self.pool.executemany(_INSERT, rows)
-                        break
-                    except Exception as exc:
-                        if not is_transient(exc):
-                            raise
-                        if await self.wait_stop(delay):
-                            return
-                        delay = min(delay * 2, 5.0)
+                if not await self._insert(rows):
+                    return
                 self.counters.inc("recorded", len(rows))
                 try:
                     await consumer.commit({tp: recs[-1].offset + 1 for tp, recs in batches.items() if recs})
@@ -104,3 +100,36 @@ class RejectionRecorder(Component):
                     log.warning("offset commit failed; records will be redelivered", error=repr(exc))
         finally:
             await consumer.stop()
+
+    async def _insert(self, rows: list[tuple[Any, ...]]) -> bool:
+        """Insert the rows; False when stopped while Postgres was away. A batch Postgres
+        refuses goes row by row, and a row it still refuses is recorded without its raw input,
+        so that one odd record never stops the recorder (it would meet it again on restart)."""
+        delay = 0.1
+        while True:
+            try:
+                await self.pool.executemany(_INSERT, rows)
+                return True
+            except Exception as exc:  # noqa: BLE001 - classified just below
+                if not is_transient(exc):
+                    break
+                if await self.wait_stop(delay):
+                    return False
+                delay = min(delay * 2, 5.0)
+        for row in rows:
+            delay = 0.1
+            while True:
+                try:
+                    await self.pool.execute(_INSERT, *row)
+                    break
+                except Exception as exc:  # noqa: BLE001 - classified just below
+                    if is_transient(exc):
+                        if await self.wait_stop(delay):
+                            return False
+                        delay = min(delay * 2, 5.0)
+                        continue
+                    log.error("dead-letter record refused by postgres", error=repr(exc), offset=row[2])
+                    bare = (*row[:4], f"{row[4]!r}"[:2000], None, None, None, row[8], "?", row[10], "", row[12])
+                    await self.pool.execute(_INSERT, *bare)
+                    break
+        return True

@@ -14,7 +14,7 @@ from aiohttp import web
 from core.errors import NotFound
 from core.officer_actions import Forbidden, Officer
 from core.passwords import hash_password
-from dispatch.api.common import CLOCK, POOL, current_officer, json_response
+from dispatch.api.common import CLOCK, EARLIEST, LATEST, POOL, current_officer, decode_body, json_response
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
@@ -48,6 +48,11 @@ class NewUnit(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     name: Text
     name_en: Annotated[str, msgspec.Meta(max_length=200)] = ""
 
+
+_NEW_OFFICER = msgspec.json.Decoder(NewOfficer)
+_OFFICER_CHANGE = msgspec.json.Decoder(OfficerChange)
+_NEW_SHIFT = msgspec.json.Decoder(NewShift)
+_NEW_UNIT = msgspec.json.Decoder(NewUnit)
 
 _CHILD_LEVEL = {"city": "district", "district": "street", "street": "community", "community": "grid"}
 
@@ -98,7 +103,7 @@ async def list_officers(request: web.Request) -> web.Response:
 
 async def create_officer(request: web.Request) -> web.Response:
     me = await _admin(request)
-    body = msgspec.json.decode(await request.read(), type=NewOfficer)
+    body = decode_body(await request.read(), _NEW_OFFICER)
     password = secrets.token_urlsafe(12)
     async with request.app[POOL].acquire() as conn, conn.transaction():
         path = await _unit_path(conn, body.unit_code)
@@ -126,7 +131,7 @@ async def create_officer(request: web.Request) -> web.Response:
 
 async def change_officer(request: web.Request) -> web.Response:
     me = await _admin(request)
-    body = msgspec.json.decode(await request.read(), type=OfficerChange)
+    body = decode_body(await request.read(), _OFFICER_CHANGE)
     officer_id = request.match_info["officer_id"]
     async with request.app[POOL].acquire() as conn, conn.transaction():
         current = await _officer_in(conn, officer_id, me.unit_code)
@@ -153,9 +158,11 @@ async def change_officer(request: web.Request) -> web.Response:
 
 async def add_shift(request: web.Request) -> web.Response:
     me = await _admin(request)
-    body = msgspec.json.decode(await request.read(), type=NewShift)
+    body = decode_body(await request.read(), _NEW_SHIFT)
     if body.starts_at.tzinfo is None or body.ends_at.tzinfo is None or body.ends_at <= body.starts_at:
         raise web.HTTPUnprocessableEntity(text="a shift needs starts_at before ends_at, both with a UTC offset")
+    if not (EARLIEST.year < body.starts_at.year and body.ends_at.year < LATEST.year):
+        raise web.HTTPUnprocessableEntity(text=f"a shift lies between {EARLIEST.year} and {LATEST.year}")
     officer_id = request.match_info["officer_id"]
     async with request.app[POOL].acquire() as conn:
         await _officer_in(conn, officer_id, me.unit_code)
@@ -186,7 +193,7 @@ async def list_shifts(request: web.Request) -> web.Response:
 
 async def create_unit(request: web.Request) -> web.Response:
     me = await _admin(request)
-    body = msgspec.json.decode(await request.read(), type=NewUnit)
+    body = decode_body(await request.read(), _NEW_UNIT)
     async with request.app[POOL].acquire() as conn, conn.transaction():
         parent = await conn.fetchrow("SELECT level, path FROM units WHERE code = $1", body.parent_code)
         if parent is None:

@@ -35,6 +35,7 @@ from dispatch.api.common import (
     SESSION_COOKIE,
     SETTINGS,
     current_officer,
+    decode_body,
     error,
     int_param,
     json_response,
@@ -70,6 +71,12 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return error(409, exc.code, exc.message)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         return error(422, "invalid_body", str(exc))
+    except asyncpg.DataError as exc:
+        # A value Postgres cannot take (a NUL character in a text, a number out of range): the
+        # input's fault, said as such, never a 500.
+        return error(422, "invalid_input", f"a value cannot be stored: {exc}")
+    except UnicodeError:
+        return error(422, "invalid_input", "a text is not valid Unicode")
     except web.HTTPException as exc:
         if exc.status >= 400:
             return error(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
@@ -145,7 +152,7 @@ async def post_action(request: web.Request) -> web.Response:
     raw = await request.read()
     if len(raw) > 16 * 1024:
         return error(413, "too_large", "the body is larger than 16 KiB")
-    req = _action_decoder.decode(raw)
+    req = decode_body(raw, _action_decoder)
     now = request.app[CLOCK]()
     async with request.app[POOL].acquire() as conn, conn.transaction():
         state = await perform(conn, request.app[SERVICE], officer, incident_id, req, now)
@@ -194,7 +201,7 @@ async def post_sign_in(request: web.Request) -> web.Response:
     raw = await request.read()
     if len(raw) > 4096:
         return error(413, "too_large", "the body is larger than 4 KiB")
-    body = _sign_in_decoder.decode(raw)
+    body = decode_body(raw, _sign_in_decoder)
     settings = request.app[SETTINGS]
     async with request.app[POOL].acquire() as conn:
         result = await sign_in(

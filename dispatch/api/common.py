@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 import asyncpg
+import msgspec
 import orjson
 from aiohttp import web
 
@@ -23,6 +24,8 @@ SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
 CLOCK: web.AppKey[Callable[[], datetime]] = web.AppKey("clock", object)  # type: ignore[arg-type]
 
 SESSION_COOKIE = "pingan_session"
+
+T = TypeVar("T")
 
 
 def _default(obj: Any) -> Any:
@@ -65,10 +68,22 @@ async def current_officer(request: web.Request) -> Officer:
     return officer
 
 
+# Query times outside these are refused: far enough for any real question, and the arithmetic
+# on them (a week back, ten seconds of overlap) can never leave the calendar.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
 def int_param(request: web.Request, name: str, default: int, *, lo: int, hi: int) -> int:
-    raw = request.query.get(name)
+    return parse_int(name, request.query.get(name), default, lo=lo, hi=hi)
+
+
+def parse_int(name: str, raw: str | None, default: int, *, lo: int, hi: int) -> int:
+    """A whole number from a query string, or 422 with the reason."""
     if raw is None:
         return default
+    if len(raw) > 20:
+        raise web.HTTPUnprocessableEntity(text=f"{name}: not a whole number between {lo} and {hi}")
     try:
         value = int(raw)
     except ValueError as exc:
@@ -79,14 +94,32 @@ def int_param(request: web.Request, name: str, default: int, *, lo: int, hi: int
 
 
 def time_param(request: web.Request, name: str, default: datetime | None) -> datetime | None:
-    raw = request.query.get(name)
+    return parse_time(name, request.query.get(name), default)
+
+
+def parse_time(name: str, raw: str | None, default: datetime | None) -> datetime | None:
+    """An ISO 8601 date-time with a UTC offset from a query string, or 422 with the reason."""
     if raw is None:
         return default
+    if len(raw) > 64:
+        raise web.HTTPUnprocessableEntity(text=f"{name}: not an ISO 8601 date-time")
     raw = raw.replace(" ", "+")  # an unencoded '+' of the UTC offset arrives as a space
     try:
         value = datetime.fromisoformat(raw)
     except ValueError as exc:
         raise web.HTTPUnprocessableEntity(text=f"{name}: not an ISO 8601 date-time: {raw!r}") from exc
-    if value.tzinfo is None:
+    if value.tzinfo is None or value.utcoffset() is None:
         raise web.HTTPUnprocessableEntity(text=f"{name}: give a UTC offset, e.g. 2026-11-26T00:00:00+08:00")
+    if value.year < EARLIEST.year or value.year >= LATEST.year or not EARLIEST <= value < LATEST:
+        raise web.HTTPUnprocessableEntity(text=f"{name}: must lie between {EARLIEST.year} and {LATEST.year}")
     return value
+
+
+def decode_body(raw: bytes, decoder: msgspec.json.Decoder[T]) -> T:
+    """A JSON body as its type; anything else is a 422 with the reason (errors_middleware)."""
+    try:
+        return decoder.decode(raw)
+    except UnicodeDecodeError as exc:
+        raise msgspec.DecodeError(f"the body is not valid UTF-8 (byte {exc.start})") from exc
+    except RecursionError as exc:
+        raise msgspec.DecodeError("the body is nested too deeply") from exc

@@ -37,6 +37,14 @@ PING_EVERY_S = 15.0
 _decoder = msgspec.json.Decoder(IncidentUpdate)
 
 
+def decode_update(raw: bytes) -> IncidentUpdate | None:
+    """An incident update from Kafka; None for a record that is not one (it is skipped)."""
+    try:
+        return _decoder.decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return None
+
+
 @dataclass(eq=False)
 class Subscriber:
     unit_code: str
@@ -103,11 +111,9 @@ class LiveFeed:
             latest: dict[str, IncidentUpdate] = {}
             for recs in batches.values():
                 for rec in recs:
-                    try:
-                        upd = _decoder.decode(rec.value or b"")
-                    except (msgspec.ValidationError, msgspec.DecodeError):
-                        continue
-                    latest[upd.incident_id] = upd
+                    upd = decode_update(rec.value or b"")
+                    if upd is not None:
+                        latest[upd.incident_id] = upd
             if latest and self.subscribers:
                 try:
                     await self._push(list(latest))

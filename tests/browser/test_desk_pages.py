@@ -371,3 +371,34 @@ async def test_pages_and_static_files_are_served_from_the_api(base_url) -> None:
             assert r.status == 404
         async with http.get("/static/../pages.py") as r:
             assert r.status in (403, 404)
+
+
+async def test_injected_markup_in_every_text_renders_as_text(browser, base_url, devices) -> None:
+    """Script in a note, a closing text, a device's address and resident note: on the incident
+    page each shows as the very characters typed, never as an element, and nothing runs."""
+    grid = "990104002002003"
+    hostile = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>'
+    device = await devices(grid, kind="pendant", address=f"{hostile} 3号楼", note=hostile)
+    opened = await device.press("alarm.panic")
+    incident_id = opened["incident_id"]
+    desk = await open_desk(browser, base_url, f"go-{grid}", path=f"/incidents/{incident_id}")
+    try:
+        page = desk.page
+        for body in (
+            {"action": "note", "text": hostile},
+            {"action": "resolve", "outcome": "false_alarm", "text": f"' OR 1=1; -- {hostile}"},
+        ):
+            r = await desk.context.request.post(f"/api/v1/incidents/{incident_id}/actions", data=body)
+            assert r.status == 200, await r.text()
+        await page.reload()
+        timeline = page.get_by_test_id("timeline-entry")
+        await expect(timeline.and_(page.locator('[data-kind="note"]'))).to_contain_text(hostile)
+        await expect(page.get_by_test_id("resident-note")).to_have_text(hostile)
+        await expect(page.get_by_test_id("facts")).to_contain_text(f"{hostile} 3号楼")
+        await expect(page.locator("body")).to_contain_text(f"' OR 1=1; -- {hostile}")
+        assert await page.locator('img[src="x"]').count() == 0
+        assert await page.locator("main script, body script:not([src])").count() == 0
+        assert await page.evaluate("window.__xss") is None
+        no_page_errors(desk)
+    finally:
+        await desk.close()

@@ -247,17 +247,22 @@ async def test_bad_input_goes_to_dead_letter_and_good_input_keeps_flowing(env, p
 
 
 async def test_heartbeat_gets_no_accepted_receipt_but_a_refused_one_is_told(env, pipeline) -> None:
-    """Heartbeats are acknowledged by the broker's PUBACK alone; a refusal is still explained."""
+    """Heartbeats are acknowledged by the broker's PUBACK alone; a refusal is still explained,
+    and so is a wrong device clock."""
     dev = await env.add_device(GRID, "panic_button")
     device = await device_client(env.settings, dev.device_id, dev.password)
     try:
         beat = event_payload(dev.device_id, "device.heartbeat", battery=77)
         await device.client.publish(topics.device_events(dev.device_id), orjson.dumps(beat), qos=1)
-        bad = event_payload(dev.device_id, "device.heartbeat", seq=2, occurred_at="2001-01-01T00:00:00Z")
+        bad = event_payload(dev.device_id, "device.heartbeat", seq=2, battery=1000)
         await device.client.publish(topics.device_events(dev.device_id), orjson.dumps(bad), qos=1)
-        # The refused one is told, with its reason ...
+        skewed = event_payload(dev.device_id, "device.heartbeat", seq=3, occurred_at="2001-01-01T00:00:00Z")
+        await device.client.publish(topics.device_events(dev.device_id), orjson.dumps(skewed), qos=1)
+        # The refused one is told, with its reason; the one with a wrong clock gets a warning ...
         _, refused = await device.wait_for(lambda r: r["event_id"] == bad["event_id"], timeout=5)
-        assert refused["status"] == "rejected" and refused["reason"] == "clock_skew"
+        assert refused["status"] == "rejected" and refused["reason"] == "invalid"
+        _, warned = await device.wait_for(lambda r: r["event_id"] == skewed["event_id"], timeout=5)
+        assert warned["status"] == "accepted" and warned["detail"]
         # ... the good one is recorded and updates the device's health, without a receipt.
         row = await wait_until(
             lambda: env.pool.fetchrow(
@@ -266,7 +271,7 @@ async def test_heartbeat_gets_no_accepted_receipt_but_a_refused_one_is_told(env,
             )
         )
         assert row["battery"] == 77
-        press = event_payload(dev.device_id, seq=3)
+        press = event_payload(dev.device_id, seq=4)
         await device.client.publish(topics.device_events(dev.device_id), orjson.dumps(press), qos=1)
         await device.wait_for(lambda r: r["event_id"] == press["event_id"] and r["status"] == "accepted", timeout=5)
         assert not [r for r in device.json() if r.get("event_id") == beat["event_id"]]

@@ -69,21 +69,30 @@ def make_batch(steps: list[tuple[int, int, bool]], clock: FixedClock) -> list[Ac
         cls = event_class(TYPES[t])
         assert cls is not None
         at = clock.now - timedelta(seconds=len(steps) - i)
+        skewed = i % 5 == 4  # a device clock far off: flagged by the gateway, recorded at receipt time
         ev = cls(
             event_id=f"e{i}-{uuid.uuid4().hex[:8]}",
             device_id=DEVICES[d][0],
-            occurred_at=at,
+            occurred_at=at - timedelta(days=3) if skewed else at,
             seq=seq[d],
             battery=None if i % 3 == 2 else 90 - i,
         )
-        out.append(AcceptedEvent(event=ev, received_at=at, ingress=Ingress.MQTT, gateway_id="test"))  # type: ignore[arg-type]
+        out.append(
+            AcceptedEvent(
+                event=ev,  # type: ignore[arg-type]
+                received_at=at,
+                ingress=Ingress.MQTT,
+                gateway_id="test",
+                clock_offset_s=-86400.0 * 3 if skewed else None,
+            )
+        )
     return out
 
 
 async def snapshot(conn: Any, device_ids: list[str], outbox_from: int) -> dict[str, Any]:
     incidents = await conn.fetch(
         "SELECT incident_id, device_id, category, status, level, level_index, priority, event_count, is_major, "
-        "major_id, first_event_id, awaiting, deadline_at, remind_at, correlation_key, policy "
+        "major_id, first_event_id, awaiting, deadline_at, remind_at, correlation_key, policy, pressed_at "
         "FROM incidents WHERE device_id = ANY($1) OR correlation_key IS NOT NULL ORDER BY first_event_id, is_major",
         device_ids,
     )
@@ -117,7 +126,9 @@ async def snapshot(conn: Any, device_ids: list[str], outbox_from: int) -> dict[s
         payload.pop("case_number", None)
         per_stream.setdefault(named(r["key"] or r["topic"]), []).append(js(payload))
     events = await conn.fetch(
-        "SELECT device_id, event_id, seq, battery FROM events WHERE device_id = ANY($1) ORDER BY id", device_ids
+        "SELECT device_id, event_id, seq, battery, occurred_at, clock_offset_s FROM events WHERE device_id = ANY($1) "
+        "ORDER BY id",
+        device_ids,
     )
     devs = await conn.fetch(
         "SELECT device_id, last_seq, battery, online, last_seen_at FROM devices WHERE device_id = ANY($1) "

@@ -83,7 +83,8 @@ async def test_only_the_device_itself_with_its_password(env, pipeline, http) -> 
         ("too_large", lambda d: orjson.dumps(event_payload(d, data={"pad": "x" * 5000}))),
         ("device_mismatch", lambda d: orjson.dumps(event_payload("someone-else"))),
         ("unknown_type", lambda d: orjson.dumps(event_payload(d, "alarm.meteor"))),
-        ("clock_skew", lambda d: orjson.dumps(event_payload(d, occurred_at="2020-01-01T00:00:00Z"))),
+        ("invalid", lambda d: orjson.dumps(event_payload(d, data={"note": "nul \x00 inside"}))),
+        ("malformed", lambda d: orjson.dumps(event_payload(d, data={"note": "@"})).replace(b"@", b"\xff")),
     ],
 )
 async def test_bad_input_is_refused_with_its_reason_and_kept(env, pipeline, http, reason: str, make: Any) -> None:

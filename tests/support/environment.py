@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import asyncpg
 
 from core import db
+from core.mqtt import MqttClient, MqttConnectError
 from core.settings import Settings
 from dispatch.credentials import Provisioned, add_device, sync_broker_credentials
 from dispatch.demo_city import seed
@@ -61,7 +63,34 @@ class TestEnvironment:
         async with self.pool.acquire() as conn:
             p = await add_device(conn, device_id=device_id, grid_code=grid_code, kind=kind, address="测试楼 1-101")
             await sync_broker_credentials(conn, self.settings)
+        await self.broker_knows(device_id, p.password)
         return p
+
+    async def broker_knows(self, username: str, password: str, timeout: float = 10.0) -> None:
+        """Wait until the broker has reloaded its password file and takes this account: it
+        reloads on a signal, a moment after the file was written (a test that connects at
+        once would otherwise race it on a busy machine)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            probe = MqttClient(
+                host=self.settings.mqtt_host,
+                port=self.settings.mqtt_port,
+                client_id=f"probe-{uuid.uuid4().hex[:8]}",
+                username=username,
+                password=password,
+                reconnect=False,
+                name="test.probe",
+            )
+            try:
+                await probe.start(timeout=5)
+                return
+            except MqttConnectError:
+                if loop.time() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
+            finally:
+                await probe.stop()
 
     async def close(self) -> None:
         await self.pool.close()
