@@ -138,6 +138,8 @@ function renderRow(row) {
   );
 }
 
+const NEW_FOR_MS = 3000; // how long a row that just arrived counts as new
+
 function upsert(row, { live, force = false }) {
   cursor = laterOf(cursor, row.updated_at);
   const id = row.incident_id;
@@ -158,9 +160,15 @@ function upsert(row, { live, force = false }) {
   const prev = els.get(id);
   if (prev) {
     prev.replaceWith(el);
-    if (old && (old.status !== row.status || old.level !== row.level)) el.classList.add("changed");
+    // A row that just arrived stays "new" through its first steps (opened, then notified
+    // a moment later); after that a change of status or level is shown as such.
+    if (Number(prev.dataset.newUntil || 0) > Date.now()) {
+      el.classList.add("new");
+      el.dataset.newUntil = prev.dataset.newUntil;
+    } else if (old && (old.status !== row.status || old.level !== row.level)) el.classList.add("changed");
   } else if (live) {
     el.classList.add("new");
+    el.dataset.newUntil = String(Date.now() + NEW_FOR_MS);
     beep(row.priority);
     toast(t("queue.new", { what: whatHappened(row) }), "alert");
   }
