@@ -101,9 +101,6 @@ async def me(request: web.Request) -> web.Response:
     return json_response(_officer_json(o))
 
 
-
-
-
 async def get_incident(request: web.Request) -> web.Response:
     officer = await current_officer(request)
     incident_id = parse_incident_id(request.match_info["incident_id"])

@@ -24,7 +24,6 @@ GRID = "990102001001001"
 GRID_OFFICER = f"go-{GRID}"
 
 
-
 async def test_press_reaches_receipt_incident_and_officer_within_two_seconds(env, pipeline) -> None:
     dev = await env.add_device(GRID, "panic_button")
     device = await device_client(env.settings, dev.device_id, dev.password)

@@ -162,7 +162,6 @@ async def device_rows(env: Any) -> str:
     )
 
 
-
 @contextlib.asynccontextmanager
 async def empty_database(env: Any) -> AsyncIterator[str]:
     """A database of its own, with nothing in it; yields its DSN."""
