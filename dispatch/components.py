@@ -64,7 +64,13 @@ async def run_components(
 ) -> None:
     stop = stop or asyncio.Event()
     install_signal_handlers(stop)
-    pool = await db.create_pool(settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
+    pool = await db.create_pool(
+        settings.database_url,
+        min_size=settings.db_pool_min,
+        max_size=settings.db_pool_max,
+        connect_timeout=settings.db_connect_timeout_s,
+        command_timeout=settings.db_command_timeout_s,
+    )
     try:
         await check_schema(pool)
         await kafka.ensure_topics(settings)

@@ -18,6 +18,7 @@ import asyncpg
 import msgspec
 import structlog
 
+from core import db
 from core.lifecycle import Component
 from core.metrics import Counters
 from core.mqtt import MqttClient
@@ -89,7 +90,9 @@ class Notifier(Component):
             client_id=f"pingan-notifier-{self.settings.instance_id}",
             name="notifier.mqtt",
         )
-        wakeup = Wakeup(self.settings.database_url, "pingan_notifications")
+        wakeup = Wakeup(
+            self.settings.database_url, "pingan_notifications", timeout_s=self.settings.db_command_timeout_s
+        )
         await mqtt.start()
         try:
             await wakeup.start()
@@ -114,7 +117,7 @@ class Notifier(Component):
             log.info("notifier stopped", **self.counters.snapshot())
 
     async def _deliver_batch(self, mqtt: MqttClient) -> bool:
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with db.transaction(self.pool) as conn:
             rows = await conn.fetch(_CLAIM, self.settings.notifier_batch_max)
             if not rows:
                 return False

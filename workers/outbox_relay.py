@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 import structlog
 
-from core import kafka
+from core import db, kafka
 from core.lifecycle import Component
 from core.metrics import Counters
 from core.mqtt import MqttClient
@@ -52,7 +52,7 @@ class OutboxRelay(Component):
             client_id=f"pingan-relay-{self.settings.instance_id}",
             name="relay.mqtt",
         )
-        wakeup = Wakeup(self.settings.database_url, "pingan_outbox")
+        wakeup = Wakeup(self.settings.database_url, "pingan_outbox", timeout_s=self.settings.db_command_timeout_s)
         await producer.start()
         try:
             await mqtt.start()
@@ -79,7 +79,7 @@ class OutboxRelay(Component):
             log.info("relay stopped", **self.counters.snapshot())
 
     async def _relay_batch(self, producer: Any, mqtt: MqttClient) -> bool:
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with db.transaction(self.pool) as conn:
             rows = await conn.fetch(_CLAIM, 500)
             if not rows:
                 return False

@@ -10,7 +10,7 @@ import msgspec
 import structlog
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from core import kafka
+from core import db, kafka
 from core.lifecycle import Component
 from core.metrics import Counters
 from core.pg_errors import is_transient
@@ -89,7 +89,8 @@ class RejectionRecorder(Component):
                 delay = 0.1
                 while True:
                     try:
-                        await self.pool.executemany(_INSERT, rows)
+                        async with db.acquire(self.pool) as conn:
+                            await conn.executemany(_INSERT, rows)
                         break
                     except Exception as exc:
                         if not is_transient(exc):
