@@ -30,7 +30,7 @@ def producer(settings: Settings, *, client_id: str) -> AIOKafkaProducer:
         enable_idempotence=True,
         linger_ms=settings.kafka_linger_ms,
         max_batch_size=256 * 1024,
-        request_timeout_ms=30000,
+        request_timeout_ms=settings.kafka_request_timeout_ms,
         retry_backoff_ms=100,
     )
 
@@ -50,6 +50,7 @@ def consumer(settings: Settings, *topic_names: str, group_id: str, client_id: st
         session_timeout_ms=10000,
         heartbeat_interval_ms=3000,
         max_poll_interval_ms=300000,
+        request_timeout_ms=settings.kafka_request_timeout_ms,
     )
 
 
@@ -58,7 +59,11 @@ async def ensure_topics(settings: Settings, *, timeout: float = 60.0) -> None:
     names = topics(settings).all()
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="pingan-admin")
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=settings.kafka_bootstrap,
+            client_id="pingan-admin",
+            request_timeout_ms=settings.kafka_request_timeout_ms,
+        )
         try:
             await admin.start()
             existing = set(await admin.list_topics())
