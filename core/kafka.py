@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    KafkaConnectionError,
+    KafkaError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    TopicAlreadyExistsError,
+    UnknownProducerId,
+)
 
 from core.settings import Settings
 from schemas.topics import KafkaTopics
@@ -20,7 +29,93 @@ def topics(settings: Settings) -> KafkaTopics:
     return KafkaTopics(prefix=settings.kafka_topic_prefix)
 
 
-def producer(settings: Settings, *, client_id: str) -> AIOKafkaProducer:
+# The broker no longer accepts the producer's idempotence state (producer id, epoch, sequence
+# numbers): nothing this producer sends will be accepted again.
+_STATE_LOST = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch, ProducerFenced)
+
+
+class Producer:
+    """An idempotent producer (see `_aiokafka_producer`) that replaces itself when the broker
+    no longer accepts its state.
+
+    aiokafka gives a sequence number to a batch it then expires unsent (a partition without a
+    leader for longer than the request timeout, as while a broker restarts); the broker then
+    refuses every later batch of that producer as out of order, for ever, and every retry of
+    the caller takes a new number further on. A send that fails so starts a new producer (a
+    new producer id, sequences from zero) for the sends that follow; the failed send's caller
+    sends again, as after any failure (the event id makes a repeat harmless)."""
+
+    def __init__(self, settings: Settings, *, client_id: str) -> None:
+        self._settings = settings
+        self._client_id = client_id
+        self._current: AIOKafkaProducer | None = None
+        self._renewing: asyncio.Task[None] | None = None
+        self._stopped = False
+        self.renewals = 0
+
+    async def start(self) -> None:
+        self._current = _aiokafka_producer(self._settings, client_id=self._client_id)
+        await self._current.start()
+
+    async def stop(self) -> None:
+        self._stopped = True
+        if self._renewing is not None:
+            self._renewing.cancel()
+            await asyncio.gather(self._renewing, return_exceptions=True)
+        if self._current is not None:
+            await self._current.stop()
+
+    async def send(self, topic: str, value: bytes, *, key: bytes | None = None) -> asyncio.Future[Any]:
+        """Hand a record to the producer; returns the future of its acknowledgement."""
+        if self._renewing is not None:
+            await asyncio.shield(self._renewing)
+        current = self._current
+        assert current is not None, "producer not started"
+        fut: asyncio.Future[Any] = await current.send(topic, value, key=key)
+        fut.add_done_callback(lambda f: self._check(f, current))
+        return fut
+
+    async def send_and_wait(self, topic: str, value: bytes, *, key: bytes | None = None) -> Any:
+        return await (await self.send(topic, value, key=key))
+
+    def _check(self, fut: asyncio.Future[Any], sender: AIOKafkaProducer) -> None:
+        if fut.cancelled() or not isinstance(fut.exception(), _STATE_LOST):
+            return
+        if sender is self._current and self._renewing is None and not self._stopped:
+            log.warning(
+                "kafka producer state refused by the broker, starting a new producer", error=repr(fut.exception())
+            )
+            self._renewing = asyncio.get_running_loop().create_task(self._renew(sender))
+
+    async def _renew(self, old: AIOKafkaProducer) -> None:
+        delay = 0.5
+        try:
+            while True:
+                new = _aiokafka_producer(self._settings, client_id=self._client_id)
+                try:
+                    await new.start()
+                    break
+                except KafkaError as exc:
+                    log.warning("new kafka producer not started yet, retrying", error=repr(exc))
+                    with contextlib.suppress(Exception):
+                        await new.stop()
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+            self._current = new
+            self.renewals += 1
+        finally:
+            self._renewing = None
+        # The old one's batches fail (the broker refuses them); their callers send them again.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(old.stop(), self._settings.kafka_request_timeout_ms / 1000)
+
+
+def producer(settings: Settings, *, client_id: str) -> Producer:
+    """The producer of the components: see `Producer`."""
+    return Producer(settings, client_id=client_id)
+
+
+def _aiokafka_producer(settings: Settings, *, client_id: str) -> AIOKafkaProducer:
     """An idempotent producer: acks from all in-sync replicas, no duplicates on retry, order
     kept per partition. Linger is a few milliseconds: alarms are latency-bound."""
     return AIOKafkaProducer(
