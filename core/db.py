@@ -70,13 +70,16 @@ async def acquire(pool: asyncpg.Pool[Any]) -> AsyncIterator[asyncpg.Connection[A
     the task is cancelled, the connection is dropped at once: asyncpg would otherwise first
     send a cancel request, then roll back and reset, each over a network path that may answer
     nothing (a blackhole), each waiting up to the command timeout. The server rolls back the
-    transaction of a session that ends."""
+    transaction of a session that ends. The pool's other connections are replaced too."""
     async with pool.acquire() as conn:
         try:
             yield conn
         except BaseException as exc:
             if not _server_error(exc):
                 conn.terminate()
+                # The pool's idle connections most likely went the same way: replace them on
+                # their next use rather than find out by a timeout on each.
+                await pool.expire_connections()
             raise
 
 

@@ -29,7 +29,7 @@ class Settings:
     database_url: str = "postgresql://pingan:pingan@127.0.0.1:55432/pingan"
     db_pool_min: int = 1
     db_pool_max: int = 10
-    db_connect_timeout_s: float = 5.0
+    db_connect_timeout_s: float = 3.0
     """Give up opening a Postgres connection after this long (and try again): without it a
     connection opened into a dead network path waits a minute."""
     db_command_timeout_s: float = 5.0
