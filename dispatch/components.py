@@ -34,6 +34,9 @@ COMPONENTS = {
     "ingest": (HttpIngest,),
 }
 ALL = ("gateway", "ingest", "worker", "notifier", "relay", "timer", "officer-actions", "api")
+# The notifier and the escalation timer talk to Postgres and MQTT only: they start, and keep
+# escalating, while Kafka is away.
+WITHOUT_KAFKA = frozenset({"notifier", "timer"})
 
 
 def build(names: tuple[str, ...], settings: Settings, pool: asyncpg.Pool[Any]) -> list[Component]:
@@ -73,7 +76,8 @@ async def run_components(
     )
     try:
         await check_schema(pool)
-        await kafka.ensure_topics(settings)
+        if not set(names) <= WITHOUT_KAFKA:
+            await kafka.ensure_topics(settings)
         comps = build(names, settings, pool) + (extra or [])
         log.info("starting", components=[c.name for c in comps], instance=settings.instance_id)
         await supervise(comps, stop=stop)
