@@ -66,12 +66,20 @@ class Producer:
             await self._current.stop()
 
     async def send(self, topic: str, value: bytes, *, key: bytes | None = None) -> asyncio.Future[Any]:
-        """Hand a record to the producer; returns the future of its acknowledgement."""
+        """Hand a record to the producer; returns the future of its acknowledgement. A failure
+        to hand it over (no metadata for the topic within the request timeout, as while the
+        cluster elects new leaders) is that future's outcome too, never an exception here:
+        the caller's retry of a failed delivery covers it."""
         if self._renewing is not None:
             await asyncio.shield(self._renewing)
         current = self._current
         assert current is not None, "producer not started"
-        fut: asyncio.Future[Any] = await current.send(topic, value, key=key)
+        try:
+            fut: asyncio.Future[Any] = await current.send(topic, value, key=key)
+        except KafkaError as exc:
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_exception(exc)
+            return fut
         fut.add_done_callback(lambda f: self._check(f, current))
         return fut
 

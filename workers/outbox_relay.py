@@ -87,12 +87,17 @@ class OutboxRelay(Component):
             for r in rows:
                 if r["destination"] == "kafka":
                     key = r["key"].encode() if r["key"] else None
-                    futures.append(await producer.send(r["topic"], bytes(r["payload"]), key=key))
+                    fut = await producer.send(r["topic"], bytes(r["payload"]), key=key)
+                    futures.append(fut)
+                    if fut.done() and fut.exception() is not None:
+                        # Kafka would not even take it (no metadata within the request timeout):
+                        # the rest of the batch waits for the next claim instead of as long again.
+                        break
                 else:
                     futures.append(mqtt.publish_nowait(r["topic"], bytes(r["payload"]), qos=1))
             results = await asyncio.gather(*(asyncio.wait_for(f, 15.0) for f in futures), return_exceptions=True)
             done_ids = []
-            for r, res in zip(rows, results, strict=True):
+            for r, res in zip(rows[: len(futures)], results, strict=True):
                 if isinstance(res, BaseException):
                     self.counters.inc("failed")
                     log.warning(

@@ -6,7 +6,12 @@ import asyncio
 from typing import Any, ClassVar
 
 import pytest
-from aiokafka.errors import KafkaConnectionError, NotLeaderForPartitionError, OutOfOrderSequenceNumber
+from aiokafka.errors import (
+    KafkaConnectionError,
+    NotLeaderForPartitionError,
+    OutOfOrderSequenceNumber,
+    UnknownTopicOrPartitionError,
+)
 
 from core import kafka
 from core.settings import Settings
@@ -19,6 +24,7 @@ class FakeProducer:
     def __init__(self) -> None:
         self.sent: list[bytes] = []
         self.fail_with: BaseException | None = None
+        self.refuse_with: BaseException | None = None
         self.stopped = False
         FakeProducer.made.append(self)
 
@@ -31,6 +37,8 @@ class FakeProducer:
         self.stopped = True
 
     async def send(self, topic: str, value: bytes, key: bytes | None = None) -> asyncio.Future[Any]:
+        if self.refuse_with is not None:
+            raise self.refuse_with
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         if self.fail_with is not None:  # the broker answers a moment later
@@ -84,4 +92,17 @@ async def test_the_new_producer_is_retried_until_it_starts(fakes: list[FakeProdu
         await p.send_and_wait("topic", b"a")
     await p.send_and_wait("topic", b"b")
     assert len(fakes) == 3 and fakes[2].sent == [b"b"] and p.renewals == 1
+    await p.stop()
+
+
+async def test_a_record_kafka_would_not_take_is_a_failed_delivery(fakes: list[FakeProducer]) -> None:
+    p = kafka.producer(Settings(), client_id="t")
+    await p.start()
+    fakes[0].refuse_with = UnknownTopicOrPartitionError()  # no metadata within the request timeout
+    fut = await p.send("topic", b"a")  # no exception here: the caller retries a failed delivery
+    with pytest.raises(UnknownTopicOrPartitionError):
+        await fut
+    fakes[0].refuse_with = None
+    await p.send_and_wait("topic", b"b")
+    assert fakes[0].sent == [b"b"] and p.renewals == 0
     await p.stop()
