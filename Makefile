@@ -24,7 +24,7 @@ help:
 	@echo "make status    show the local stack"
 	@echo "make wipe      stop the local stack and delete its data"
 	@echo "make bench     the benchmark, quick (a few minutes); make bench-full for all of it"
-	@echo "make chaos     the fault suite, then the fuzz run (make fuzz: a million generated inputs alone)"
+	@echo "make chaos     the fault suite and its ledger, then the fuzz run (ARGS=--short: a few minutes; make fuzz: the fuzz run alone)"
 	@echo "make lint      ruff and mypy"
 	@echo "make schemas   regenerate the JSON Schema documents from schemas/"
 
@@ -86,12 +86,15 @@ bench-full: venv
 
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 schemas: venv
 	$(BIN)/python -m schemas.generate
 
-# Fault injection on a stack of its own (.stack-chaos/, other ports): ARGS="--short" for ~10 s a scenario.
+# Fault injection on a stack of its own (.stack-chaos/, other ports; a three-broker Kafka
+# cluster of its own for kill-kafka-broker): ARGS="--short" for ~10 s a scenario,
+# ARGS="--only cut-postgres-blackhole kill-kafka-broker" for some of them.
 chaos: venv
 	$(BIN)/python -m chaos.run $(ARGS)
 	$(BIN)/python -m chaos.fuzz --inputs $(FUZZ_INPUTS)

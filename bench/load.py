@@ -117,10 +117,12 @@ class Fleet:
     def can_press(self, type_: str) -> bool:
         return type_ == "device.heartbeat" or bool(self._free)
 
-    def press(self, type_: str, tag: str) -> tuple[str, asyncio.Future[None]]:
+    def press(self, type_: str, tag: str, client: Any = None) -> tuple[str, asyncio.Future[None]]:
         """A device publishes one event (an alarm from a free device, a heartbeat from the next
-        one round robin); returns the event id and the PUBACK future."""
-        if type_ == "device.heartbeat":
+        one round robin, or anything from `client`); returns the event id and the PUBACK future."""
+        if client is not None:
+            c = client
+        elif type_ == "device.heartbeat":
             c = self.clients[self._next % len(self.clients)]
             self._next += 1
         else:
@@ -139,7 +141,7 @@ class Fleet:
             }
         )
         fut = self._publish(c, topics.device_events(device_id), payload)
-        if type_ != "device.heartbeat":
+        if type_ != "device.heartbeat" and client is None:
             t0 = self.pressed[event_id] = time.monotonic()
             self._busy[event_id] = c
 

@@ -73,10 +73,13 @@ class Probe:
 
 class Resolver:
     """Officers who close every notified incident at once, so its device is free for its next
-    press (alarms latch otherwise). Keeps going through a Postgres restart."""
+    press (alarms latch otherwise), except the incidents of devices whose id starts with
+    `keep_prefix` (left open so their escalation deadlines pass). Keeps going through a
+    Postgres restart. The last deadline stays on a closed incident, for the deadline ledger."""
 
-    def __init__(self, pool: asyncpg.Pool[Any]) -> None:
+    def __init__(self, pool: asyncpg.Pool[Any], keep_prefix: str = "") -> None:
         self.pool = pool
+        self.keep_like = (keep_prefix + "%") if keep_prefix else ""
         self.task: asyncio.Task[None] | None = None
         self.errors = 0
 
@@ -88,8 +91,10 @@ class Resolver:
             try:
                 await self.pool.execute(
                     "UPDATE incidents SET status = 'resolved', outcome = 'resolved', closed_at = clock_timestamp(), "
-                    "closed_by = 'chaos', awaiting = 'none', deadline_at = NULL, remind_at = NULL, due_at = NULL "
-                    "WHERE closed_at IS NULL AND first_notified_at IS NOT NULL"
+                    "closed_by = 'chaos', awaiting = 'none', remind_at = NULL, due_at = NULL "
+                    "WHERE closed_at IS NULL AND first_notified_at IS NOT NULL "
+                    "AND ($1 = '' OR device_id IS NULL OR device_id NOT LIKE $1)",
+                    self.keep_like,
                 )
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 self.errors += 1
@@ -112,6 +117,7 @@ class Sent:
     pressed_at: dict[str, float] = field(default_factory=dict)  # monotonic
     acked_at: dict[str, float] = field(default_factory=dict)
     fault: tuple[float, float] = (0.0, 0.0)  # monotonic: fault injected, service/component back
+    fault_wall: tuple[float, float] = (0.0, 0.0)  # the same, as Unix time
 
 
 async def drive(fleet: Fleet, *, rate: float, duration: float, tag: str, ack_timeout: float = 90.0) -> Sent:
@@ -276,4 +282,66 @@ async def ledger(pool: asyncpg.Pool[Any], sent: Sent, probe: Probe) -> dict[str,
         "notified_seen": notif["n"],
         "press_to_notification_ms": notif,
         "worst_delay_ms": notif["max"],
+    }
+
+
+async def close_kept(pool: asyncpg.Pool[Any], keep_prefix: str) -> int:
+    """Close the incidents the resolver left open (the last deadline stays on them)."""
+    rows = await query(
+        pool,
+        "UPDATE incidents SET status = 'resolved', outcome = 'resolved', closed_at = clock_timestamp(), "
+        "closed_by = 'chaos', awaiting = 'none', remind_at = NULL, due_at = NULL "
+        "WHERE closed_at IS NULL AND device_id LIKE $1 RETURNING incident_id",
+        keep_prefix + "%",
+    )
+    return len(rows)
+
+
+async def deadline_ledger(
+    pool: asyncpg.Pool[Any], tags: list[str], fault_wall: tuple[float, float], slack_s: float
+) -> dict[str, Any]:
+    """Every escalation deadline (and reminder) of the incidents opened by these presses: how
+    late the timer acted on it, from the timeline (each escalation records the deadline it
+    acted on), and the deadlines that passed and were never acted on.
+
+    A deadline may fire late by at most `slack_s`, plus, when it passed during the fault
+    (between `fault_wall`), the rest of the fault: at most the fault's length plus the slack.
+    A deadline still pending on an incident (the current one of an open incident, the last
+    one of a closed incident) that passed longer ago than that before the incident closed, or
+    before now, was missed."""
+    likes = [_like(t) for t in tags]
+    f0, f1 = fault_wall
+
+    def allowed(due: float) -> float:
+        return slack_s + (max(0.0, f1 - max(due, f0)) if due <= f1 else 0.0)
+
+    fired = await query(
+        pool,
+        "SELECT t.kind, extract(epoch FROM t.at)::float8 AS at, "
+        "extract(epoch FROM (t.detail->>'due_at')::timestamptz)::float8 AS due "
+        "FROM incident_timeline t JOIN incidents i USING (incident_id) "
+        "WHERE i.first_event_id LIKE ANY($1::text[]) AND t.kind IN ('escalated', 'repaged', 'reminded') "
+        "AND t.detail->>'due_at' IS NOT NULL",
+        likes,
+    )
+    pending = await query(
+        pool,
+        "SELECT extract(epoch FROM i.deadline_at)::float8 AS due, "
+        "extract(epoch FROM COALESCE(i.closed_at, clock_timestamp()))::float8 AS until "
+        "FROM incidents i WHERE i.first_event_id LIKE ANY($1::text[]) AND i.deadline_at IS NOT NULL",
+        likes,
+    )
+    lateness = [(r["at"] - r["due"], r["due"]) for r in fired]
+    during = [late for late, due in lateness if f0 <= due <= f1]
+    too_late = [round(late, 2) for late, due in lateness if late > allowed(due)]
+    missed = [round(r["until"] - r["due"], 2) for r in pending if r["until"] - r["due"] > allowed(r["due"])]
+    return {
+        "deadlines_fired": len(lateness),
+        "deadlines_in_fault": len(during),
+        "worst_lateness_s": round(max((late for late, _ in lateness), default=0.0), 2),
+        "worst_lateness_in_fault_s": round(max(during, default=0.0), 2),
+        "deadlines_too_late": len(too_late),
+        "too_late_samples_s": sorted(too_late, reverse=True)[:5],
+        "deadlines_missed": len(missed),
+        "missed_overdue_samples_s": sorted(missed, reverse=True)[:5],
     }

@@ -1,13 +1,21 @@
 """Fault injection on the whole alarm path: `make chaos` (python -m chaos.run [--short]).
 
 On a stack of its own (.stack-chaos, other ports) and a fresh database, the components run as
-child processes while ~200 simulated devices press alarm buttons at ~20/s. One fault at a
-time, mid-stream: a component SIGKILLed and restarted with the same instance id, or Mosquitto,
-Kafka or Postgres stopped and started again. After each, the backlog drains and a ledger is
-drawn from the generator's records, the officer probe and Postgres: sent, acknowledged to the
-device, recorded, duplicated, lost, not notified, worst press-to-notification delay. A table
-on the terminal, JSON under artifacts/chaos/; the exit code is non-zero when any scenario
-lost, duplicated or left an alarm without a notification.
+child processes while ~200 simulated devices press alarm buttons at ~20/s. The components
+reach Kafka and Postgres through TCP proxies of the suite's own (chaos/tcp_proxy.py). One
+fault at a time, mid-stream: a component SIGKILLed and restarted with the same instance id;
+Mosquitto, Kafka or Postgres stopped and started again; the network to Kafka or to Postgres
+cut for a few seconds (blackholed, or reset) and given back; and, on a three-broker KRaft
+cluster started by the suite (replication factor 3, min.insync.replicas 2), one broker
+SIGKILLed for good. A dozen more devices raise intrusion alarms that nobody closes, under a
+short escalation policy, so escalation deadlines pass during every fault.
+
+After each fault the backlog drains and a ledger is drawn from the generator's records, the
+officer probe and Postgres: sent, acknowledged to the device, recorded, duplicated, lost, not
+notified, worst press-to-notification delay, and the escalation deadlines: how many fired,
+how late (at most the fault's length plus a few seconds), how many were missed. A table on
+the terminal, JSON under artifacts/chaos/; the exit code is non-zero when any scenario lost,
+duplicated, left an alarm without a notification or a deadline unkept.
 """
 
 from __future__ import annotations
@@ -16,10 +24,11 @@ import argparse
 import asyncio
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import orjson
@@ -29,37 +38,70 @@ from bench.harness import say
 from bench.load import Fleet
 from bench.procs import REPO
 from chaos.faults import ChaosComponents, restart_service, stack_up
-from chaos.ledger import Probe, Resolver, drain, drive, ledger, recorded_ids, unnotified
+from chaos.kafka_cluster import KafkaCluster
+from chaos.ledger import (
+    Probe,
+    Resolver,
+    close_kept,
+    deadline_ledger,
+    drain,
+    drive,
+    ledger,
+    recorded_ids,
+    unnotified,
+)
+from chaos.tcp_proxy import TcpProxy
 from core import db, kafka
+from core.incident_model import LEVELS, LevelPolicy, Policy
 from core.logging import configure
 from core.mosquitto_passwords import hash_password
 from core.settings import Settings
 from dispatch.credentials import sync_broker_credentials
 from dispatch.demo_city import seed, units
 
+# Ports of the chaos stack, and of what the suite puts in front of it: the TCP proxies the
+# components go through (Postgres 55496 -> 55435; Kafka 19191 -> the broker's second listener
+# 19190, which advertises 19191, so every connection of a client stays on the proxy), and the
+# three-broker cluster (19271-19273, controllers 19281-19283).
+PG_PROXY_PORT = 55496
+KAFKA_PROXIED_PORT = 19190
+KAFKA_PROXY_PORT = 19191
 CHAOS_STACK = {
     "PINGAN_STACK_DIR": str(REPO / ".stack-chaos"),
     "PINGAN_PG_PORT": "55435",
     "PINGAN_MQTT_PORT": "18833",
     "PINGAN_KAFKA_PORT": "19098",
     "PINGAN_KAFKA_CONTROLLER_PORT": "19099",
+    "PINGAN_KAFKA_PROXIED_PORT": str(KAFKA_PROXIED_PORT),
+    "PINGAN_KAFKA_PROXIED_ADVERTISED": f"127.0.0.1:{KAFKA_PROXY_PORT}",
 }
 COMPONENTS = ["gateway", "worker", "notifier", "relay", "timer"]
 SERVICES = ["mosquitto", "kafka", "postgres"]
 DEVICE_PASSWORD = "chaos-device-password"
 
+# Devices whose intrusion alarms stay open (the resolver leaves them), under a short policy:
+# every level has DEADLINE_S to acknowledge, so deadlines pass every few seconds, faults or not.
+KEEP_PREFIX = "cw"
+N_KEPT = 12
+DEADLINE_S = 4
+KEPT_TYPE = "alarm.intrusion"  # priority 2: the panic presses keep the default policy
+KEPT_PRIORITY = 2
+
 
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    target: str  # a component or a service
-
-    @property
-    def is_service(self) -> bool:
-        return self.target in SERVICES
+    target: str  # a component, a service, or "kafka-cluster"
+    action: str  # kill | restart | cut | kill-broker
+    mode: str = ""  # of a cut: blackhole | reset
 
 
-SCENARIOS = [Scenario(f"kill-{c}", c) for c in COMPONENTS] + [Scenario(f"restart-{s}", s) for s in SERVICES]
+SCENARIOS = (
+    [Scenario(f"kill-{c}", c, "kill") for c in COMPONENTS]
+    + [Scenario(f"restart-{s}", s, "restart") for s in SERVICES]
+    + [Scenario(f"cut-{t}-{m}", t, "cut", m) for t in ("kafka", "postgres") for m in ("blackhole", "reset")]
+    + [Scenario("kill-kafka-broker", "kafka-cluster", "kill-broker")]
+)
 
 
 @dataclass(frozen=True)
@@ -68,19 +110,51 @@ class Pace:
     duration_s: float = 25.0
     fault_at_s: float = 8.0
     down_s: float = 2.0
-    drain_s: float = 60.0
+    cut_s: float = 6.0  # how long the network stays cut
+    drain_s: float = 90.0
+    slack_s: float = 5.0  # a deadline may fire this late, plus what is left of the fault
 
 
 FULL = Pace()
-SHORT = Pace(duration_s=10.0, fault_at_s=3.0)
+SHORT = Pace(duration_s=10.0, fault_at_s=3.0, cut_s=5.0)
 
 
 def stack_env(stack: dict[str, str]) -> dict[str, str]:
     return harness.stack_env(stack)
 
 
-def device_ids(n: int) -> list[str]:
-    return [f"cx{i:05d}" for i in range(n)]
+def device_ids(n: int, prefix: str = "cx") -> list[str]:
+    return [f"{prefix}{i:05d}" for i in range(n)]
+
+
+def kept_ids() -> list[str]:
+    return device_ids(N_KEPT, KEEP_PREFIX)
+
+
+async def short_policy(conn: asyncpg.Connection[Any]) -> None:
+    """The city's policy for the kept devices' alarms: DEADLINE_S at every level (the whole
+    city inherits it)."""
+    city = next(u.code for u in units() if u.level == "city")
+    policy = Policy(
+        KEPT_PRIORITY,
+        tuple(LevelPolicy(level=lv, ack_s=DEADLINE_S, arrive_s=600) for lv in LEVELS),
+        cancel_grace_s=0,
+    )
+    await conn.execute(
+        """INSERT INTO escalation_policies (unit_code, priority, levels, cancel_grace_s, updated_by)
+           VALUES ($1, $2, $3, 0, 'chaos')
+           ON CONFLICT (unit_code, priority) DO UPDATE SET levels = EXCLUDED.levels, updated_by = 'chaos'""",
+        city,
+        KEPT_PRIORITY,
+        policy.to_json()["levels"],
+    )
+
+
+def via(dsn: str, port: int) -> str:
+    """The DSN with its port replaced (to go through a proxy on the same host)."""
+    u = urlsplit(dsn)
+    netloc = u.netloc.rsplit(":", 1)[0] if u.port else u.netloc
+    return urlunsplit(u._replace(netloc=f"{netloc}:{port}"))
 
 
 async def add_devices(conn: asyncpg.Connection[Any], settings: Settings, ids: list[str], password: str) -> None:
@@ -119,7 +193,8 @@ async def prepare(base: Settings, n_devices: int, tag: str) -> Settings:
     try:
         await db.migrate(conn)
         await seed(conn, settings)
-        await add_devices(conn, settings, device_ids(n_devices), DEVICE_PASSWORD)
+        await add_devices(conn, settings, device_ids(n_devices) + kept_ids(), DEVICE_PASSWORD)
+        await short_policy(conn)
     finally:
         await conn.close()
     await kafka.ensure_topics(settings)
@@ -128,16 +203,39 @@ async def prepare(base: Settings, n_devices: int, tag: str) -> Settings:
 
 
 class Rig:
-    """The components as child processes, the device fleet, the officer probe, the resolver."""
+    """The components as child processes, the device fleet, the officer probe, the resolver;
+    optionally the components' way to Kafka and Postgres through TCP proxies (`proxies`:
+    "kafka" and/or "postgres"), or Kafka as a cluster of the suite's own (`cluster`)."""
 
-    def __init__(self, stack: dict[str, str], settings: Settings, devices: list[str], log_dir: Path) -> None:
+    def __init__(
+        self,
+        stack: dict[str, str],
+        settings: Settings,
+        devices: list[str],
+        log_dir: Path,
+        *,
+        proxies: dict[str, TcpProxy] | None = None,
+        cluster: KafkaCluster | None = None,
+        kept: list[str] | None = None,
+    ) -> None:
         self.stack = stack  # the stack's env (for deploy/stack.sh)
         self.settings = settings
+        self.proxies = proxies or {}
+        self.cluster = cluster
+        comp_settings = settings
+        if "postgres" in self.proxies:
+            comp_settings = comp_settings.replace(
+                database_url=via(settings.database_url, self.proxies["postgres"].listen_port)
+            )
+        if "kafka" in self.proxies:
+            comp_settings = comp_settings.replace(kafka_bootstrap=self.proxies["kafka"].address)
+        self.component_settings = comp_settings
         child_env = dict(stack)
-        child_env.update(settings.to_env())
+        child_env.update(comp_settings.to_env())
         self.comps = ChaosComponents(child_env, COMPONENTS, log_dir)
         self.devices = devices
         self.fleet = Fleet(settings, devices, DEVICE_PASSWORD)
+        self.kept = Fleet(settings, kept or [], DEVICE_PASSWORD, receipts=False)
         self.probe = Probe(settings, self.fleet)
         self.pool: asyncpg.Pool[Any] | None = None
         self.resolver: Resolver | None = None
@@ -151,8 +249,12 @@ class Rig:
         await self.fleet.connect()
         if len(self.fleet.clients) != len(self.devices):
             raise RuntimeError(f"only {len(self.fleet.clients)} of {len(self.devices)} devices connected")
+        if self.kept.device_ids:
+            await self.kept.connect()
+            if len(self.kept.clients) != len(self.kept.device_ids):
+                raise RuntimeError(f"only {len(self.kept.clients)} of {len(self.kept.device_ids)} kept devices")
         await self.probe.start()
-        self.resolver = Resolver(self.pool)
+        self.resolver = Resolver(self.pool, KEEP_PREFIX if self.kept.device_ids else "")
         self.resolver.start()
 
     async def stop(self) -> None:
@@ -160,30 +262,63 @@ class Rig:
             await self.resolver.stop()
         await self.probe.stop()
         await self.fleet.close()
+        await self.kept.close()
         self.comps.stop()
         if self.pool:
             await self.pool.close()
+
+    async def _fault(self, sc: Scenario, pace: Pace) -> None:
+        if sc.action == "restart":
+            await restart_service(self.stack, sc.target, pace.down_s)
+        elif sc.action == "kill":
+            self.comps.kill(sc.target)
+            await asyncio.sleep(pace.down_s)
+            self.comps.spawn(sc.target)
+        elif sc.action == "cut":
+            proxy = self.proxies[sc.target]
+            await proxy.cut(sc.mode)  # type: ignore[arg-type]
+            try:
+                await asyncio.sleep(pace.cut_s)
+            finally:
+                await proxy.restore()
+        elif sc.action == "kill-broker":
+            assert self.cluster is not None
+            leaders = await self.cluster.leaders(kafka.topics(self.settings).alarm_events)
+            counts = {n: sum(1 for lead in leaders.values() if lead == n) for n in self.cluster.nodes}
+            node = max(counts, key=lambda n: counts[n])  # the leader of the most partitions
+            self.killed_node = node
+            self.cluster.kill(node)
+        else:
+            raise ValueError(f"unknown fault {sc.action}")
+
+    async def _press_kept(self, tag: str) -> tuple[list[str], list[asyncio.Future[None]]]:
+        ids, futs = [], []
+        for c in self.kept.clients:
+            eid, fut = self.kept.press(KEPT_TYPE, tag, client=c)
+            ids.append(eid)
+            futs.append(fut)
+        return ids, futs
 
     async def run(self, sc: Scenario, pace: Pace, tag: str) -> dict[str, Any]:
         assert self.pool is not None
         for name, up in self.comps.alive().items():  # a component that died by itself comes back
             if not up:
                 self.comps.spawn(name)
+        kept_tag = tag + "k"
+        kept_ids, kept_futs = await self._press_kept(kept_tag)
         task = asyncio.create_task(drive(self.fleet, rate=pace.rate, duration=pace.duration_s, tag=tag))
         await asyncio.sleep(pace.fault_at_s)
-        t0 = time.monotonic()
-        if sc.is_service:
-            await restart_service(self.stack, sc.target, pace.down_s)
-        else:
-            self.comps.kill(sc.target)
-            await asyncio.sleep(pace.down_s)
-            self.comps.spawn(sc.target)
-        t1 = time.monotonic()
+        t0, w0 = time.monotonic(), time.time()
+        await self._fault(sc, pace)
+        t1, w1 = time.monotonic(), time.time()
         outage = t1 - t0
         sent = await task
         sent.fault = (t0, t1)
+        sent.fault_wall = (w0, w1)
         drained = await drain(self.pool, sent, self.probe, pace.drain_s)
         out: dict[str, Any] = {"scenario": sc.name, "target": sc.target, "tag": tag}
+        if sc.action == "kill-broker":
+            out["killed_broker"] = self.killed_node
         # A component that exited by itself during the fault (no supervisor restarts it here):
         # what was still missing then, then the component started again (same instance id)
         # and a second drain, so "lost" counts only what no restart brings back.
@@ -199,6 +334,11 @@ class Rig:
                 await self.comps.wait_logged("gateway", "gateway ready")
             drained = await drain(self.pool, sent, self.probe, pace.drain_s)
         out.update(await ledger(self.pool, sent, self.probe))
+        # The kept devices' presses: acknowledged ones recorded too; then their deadlines.
+        kept_acked = {e for e, f in zip(kept_ids, kept_futs, strict=True) if f.done() and not f.exception()}
+        out["kept_lost"] = len(kept_acked - (await recorded_ids(self.pool, kept_tag)).keys())
+        out.update(await deadline_ledger(self.pool, [tag, kept_tag], sent.fault_wall, pace.slack_s))
+        await close_kept(self.pool, KEEP_PREFIX)
         out["fault_outage_s"] = round(outage, 1)
         out["load_s"] = round(sent.duration_s, 1)
         out["drain_s"] = round(drained, 1)
@@ -208,13 +348,21 @@ class Rig:
 
 
 def bad(r: dict[str, Any]) -> bool:
-    """Lost, duplicated, an alarm never notified, or a component that died of the fault (its
-    alarms stuck until something restarts it)."""
-    return bool(r["lost"] or r["duplicated"] or r["not_notified"] or r["components_exited"])
+    """Lost, duplicated, an alarm never notified, a deadline missed or acted on too late, or a
+    component that died of the fault (its alarms stuck until something restarts it)."""
+    return bool(
+        r["lost"]
+        or r["duplicated"]
+        or r["not_notified"]
+        or r["components_exited"]
+        or r.get("kept_lost")
+        or r.get("deadlines_missed")
+        or r.get("deadlines_too_late")
+    )
 
 
 COLUMNS = [
-    ("scenario", "scenario", 18),
+    ("scenario", "scenario", 22),
     ("sent", "sent", 5),
     ("acked", "acked", 5),
     ("recorded", "rec", 5),
@@ -226,9 +374,13 @@ COLUMNS = [
     ("publish_errors", "perr", 4),
     ("officer_redeliveries", "redl", 4),
     ("fault_outage_s", "out_s", 5),
-    ("exited", "exited", 16),
+    ("exited", "exited", 8),
     ("drain_s", "drn_s", 5),
     ("worst_delay_ms", "worst_ms", 8),
+    ("deadlines_fired", "dl", 4),
+    ("deadlines_in_fault", "dl_f", 4),
+    ("deadlines_missed", "dl_miss", 7),
+    ("worst_lateness_s", "late_s", 6),
 ]
 
 
@@ -236,7 +388,7 @@ def table(results: list[dict[str, Any]]) -> str:
     lines = ["  ".join(h.rjust(w) if i else h.ljust(w) for i, (_, h, w) in enumerate(COLUMNS)) + "  p99_ms  verdict"]
     for r in results:
         r = {**r, "exited": ",".join(r["components_exited"]) or "-"}
-        cells = [str(r[k]).rjust(w) if i else str(r[k]).ljust(w) for i, (k, _, w) in enumerate(COLUMNS)]
+        cells = [str(r.get(k, "-")).rjust(w) if i else str(r[k]).ljust(w) for i, (k, _, w) in enumerate(COLUMNS)]
         p99 = r["press_to_notification_ms"]["p99"]
         lines.append("  ".join(cells) + f"  {p99!s:>6}  {'FAIL' if bad(r) else 'ok'}")
     return "\n".join(lines)
@@ -245,7 +397,11 @@ def table(results: list[dict[str, Any]]) -> str:
 async def run_scenarios(rig: Rig, scenarios: list[Scenario], pace: Pace, run_tag: str) -> list[dict[str, Any]]:
     results = []
     for sc in scenarios:
-        say(f"{sc.name}: {pace.rate:.0f}/s for {pace.duration_s:.0f} s, fault at {pace.fault_at_s:.0f} s")
+        length = pace.cut_s if sc.action == "cut" else pace.down_s
+        say(
+            f"{sc.name}: {pace.rate:.0f}/s for {pace.duration_s:.0f} s, fault at {pace.fault_at_s:.0f} s"
+            + (f" for {length:.0f} s" if sc.action in ("cut", "kill", "restart") else "")
+        )
         try:
             r = await rig.run(sc, pace, f"{sc.name.replace('-', '')}x{run_tag}")
         finally:
@@ -253,52 +409,128 @@ async def run_scenarios(rig: Rig, scenarios: list[Scenario], pace: Pace, run_tag
         say(
             f"  sent {r['sent']}, acked {r['acked']}, recorded {r['recorded']}, duplicated {r['duplicated']}, "
             f"lost {r['lost']}, not notified {r['not_notified']}, worst {r['worst_delay_ms']} ms, "
-            f"drain {r['drain_s']} s -> {'FAIL' if bad(r) else 'ok'}"
+            f"drain {r['drain_s']} s; deadlines fired {r['deadlines_fired']} ({r['deadlines_in_fault']} in the "
+            f"fault), missed {r['deadlines_missed']}, worst lateness {r['worst_lateness_s']} s "
+            f"-> {'FAIL' if bad(r) else 'ok'}"
         )
         results.append(r)
     return results
 
 
+async def warm_up(rig: Rig, pace: Pace, tag: str) -> None:
+    say("warm-up")
+    warm = await drive(rig.fleet, rate=pace.rate, duration=3, tag=tag)
+    assert rig.pool is not None
+    await drain(rig.pool, warm, rig.probe, 30)
+
+
+async def on_stack(
+    stack: dict[str, str],
+    settings: Settings,
+    devices: list[str],
+    scenarios: list[Scenario],
+    pace: Pace,
+    run_tag: str,
+    log_dir: Path,
+) -> list[dict[str, Any]]:
+    """The scenarios on the chaos stack, the components behind the TCP proxies."""
+    proxies = {
+        "postgres": TcpProxy(PG_PROXY_PORT, "127.0.0.1", urlsplit(settings.database_url).port or 5432, name="pg"),
+        "kafka": TcpProxy(KAFKA_PROXY_PORT, "127.0.0.1", KAFKA_PROXIED_PORT, name="kafka"),
+    }
+    for p in proxies.values():
+        await p.start()
+    rig = Rig(stack, settings, devices, log_dir, proxies=proxies, kept=kept_ids())
+    try:
+        await rig.start()
+        await warm_up(rig, pace, f"warmx{run_tag}")
+        return await run_scenarios(rig, scenarios, pace, run_tag)
+    finally:
+        await rig.stop()
+        for p in proxies.values():
+            await p.stop()
+
+
+async def on_cluster(
+    stack: dict[str, str],
+    settings: Settings,
+    devices: list[str],
+    scenarios: list[Scenario],
+    pace: Pace,
+    run_tag: str,
+    log_dir: Path,
+) -> list[dict[str, Any]]:
+    """The scenarios on a three-broker Kafka cluster of the suite's own (topics with
+    replication factor 3, min.insync.replicas 2); the same database, MQTT broker and gateway
+    instance id, other topics and consumer group."""
+    cluster = KafkaCluster(Path(stack["PINGAN_STACK_DIR"]))
+    say(f"starting a three-broker Kafka cluster ({cluster.bootstrap})")
+    try:
+        await asyncio.to_thread(cluster.start)
+        await cluster.wait_ready()
+        settings = settings.replace(
+            kafka_bootstrap=cluster.bootstrap,
+            kafka_replication=3,
+            kafka_topic_prefix=settings.kafka_topic_prefix + "-rf3",
+            kafka_consumer_group=settings.kafka_consumer_group + "-rf3",
+        )
+        rig = Rig(stack, settings, devices, log_dir, cluster=cluster, kept=kept_ids())
+        try:
+            await rig.start()
+            await warm_up(rig, pace, f"warmrf3x{run_tag}")
+            return await run_scenarios(rig, scenarios, pace, run_tag)
+        finally:
+            await rig.stop()
+    finally:
+        cluster.stop()
+
+
 async def main_async(args: argparse.Namespace) -> int:
     pace = SHORT if args.short else FULL
+    if args.cut_s is not None:
+        pace = replace(pace, cut_s=args.cut_s)
     scenarios = [s for s in SCENARIOS if not args.only or s.name in args.only or s.target in args.only]
     run_tag = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
     out_dir = REPO / "artifacts" / "chaos"
+    log_dir = out_dir / f"logs-{run_tag}"
     say("bringing up the chaos stack (.stack-chaos)")
     stack = stack_env(CHAOS_STACK)
     say(f"preparing a fresh database with the demo city and {args.devices} devices")
     settings = await prepare(Settings.from_env(stack), args.devices, run_tag)
-    rig = Rig(stack, settings, device_ids(args.devices), out_dir / f"logs-{run_tag}")
     t0 = time.monotonic()
+    results: list[dict[str, Any]] = []
     try:
-        await rig.start()
-        say("warm-up")
-        warm = await drive(rig.fleet, rate=pace.rate, duration=3, tag=f"warmx{run_tag}")
-        assert rig.pool is not None
-        await drain(rig.pool, warm, rig.probe, 30)
-        results = await run_scenarios(rig, scenarios, pace, run_tag)
+        plain = [s for s in scenarios if s.action != "kill-broker"]
+        if plain:
+            results += await on_stack(stack, settings, device_ids(args.devices), plain, pace, run_tag, log_dir)
+        clustered = [s for s in scenarios if s.action == "kill-broker"]
+        if clustered:
+            results += await on_cluster(
+                stack, settings, device_ids(args.devices), clustered, pace, run_tag, log_dir / "rf3"
+            )
     finally:
-        await rig.stop()
-    report = {
-        "when": datetime.now(UTC).isoformat(),
-        "mode": "short" if args.short else "full",
-        "pace": pace.__dict__,
-        "devices": args.devices,
-        "total_s": round(time.monotonic() - t0, 1),
-        "scenarios": results,
-    }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"ledger-{run_tag}.json"
-    path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+        report = {
+            "when": datetime.now(UTC).isoformat(),
+            "mode": "short" if args.short else "full",
+            "pace": pace.__dict__,
+            "devices": args.devices,
+            "kept_devices": N_KEPT,
+            "deadline_s": DEADLINE_S,
+            "total_s": round(time.monotonic() - t0, 1),
+            "scenarios": results,
+        }
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / f"ledger-{run_tag}.json"
+        path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     print()
     print(table(results))
     print()
-    say(f"ledger written to {path.relative_to(REPO)}; component logs in {rig.comps.log_dir.relative_to(REPO)}")
+    say(f"ledger written to {path.relative_to(REPO)}; component logs in {log_dir.relative_to(REPO)}")
     failed = [r["scenario"] for r in results if bad(r)]
     if failed:
         say(f"FAILED: {', '.join(failed)}")
         return 1
-    say("every scenario: nothing lost, nothing duplicated, every alarm notified")
+    say("every scenario: nothing lost, nothing duplicated, every alarm notified, every deadline kept")
     return 0
 
 
@@ -306,7 +538,8 @@ def main() -> None:
     p = argparse.ArgumentParser(prog="python -m chaos.run", description=__doc__.splitlines()[0])
     p.add_argument("--short", action="store_true", help="about 10 s of load per scenario")
     p.add_argument("--devices", type=int, default=200)
-    p.add_argument("--only", nargs="*", help="scenario names or targets (e.g. gateway mosquitto)")
+    p.add_argument("--only", nargs="*", help="scenario names or targets (e.g. gateway mosquitto kafka-cluster)")
+    p.add_argument("--cut-s", type=float, help="seconds the network stays cut (default 6, 5 with --short)")
     args = p.parse_args()
     configure("warning")  # the generator's own MQTT clients; the components log to files
     sys.exit(asyncio.run(main_async(args)))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Any
 
@@ -26,16 +28,79 @@ async def _init_connection(conn: asyncpg.Connection[Any]) -> None:
     )
 
 
-async def connect(dsn: str) -> asyncpg.Connection[Any]:
-    conn: asyncpg.Connection[Any] = await asyncpg.connect(dsn)
+async def connect(dsn: str, *, timeout: float = 60.0, command_timeout: float | None = None) -> asyncpg.Connection[Any]:
+    """One connection. `timeout` bounds opening it; `command_timeout` (default: none, for
+    migrations and other long statements) bounds each statement."""
+    conn: asyncpg.Connection[Any] = await asyncpg.connect(dsn, timeout=timeout, command_timeout=command_timeout)
     await _init_connection(conn)
     return conn
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool[Any]:
-    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init_connection)
+async def create_pool(
+    dsn: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    connect_timeout: float = 60.0,
+    command_timeout: float | None = None,
+) -> asyncpg.Pool[Any]:
+    """A pool. The components pass the settings' timeouts (db_connect_timeout_s,
+    db_command_timeout_s), so a dead network path costs them seconds, not for ever."""
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        timeout=connect_timeout,
+        command_timeout=command_timeout,
+    )
     assert pool is not None
     return pool
+
+
+def _server_error(exc: BaseException) -> bool:
+    """An error the server reported on a connection that still works (a constraint, a
+    serialization failure), as opposed to a timeout, a broken connection or a cancellation."""
+    return isinstance(exc, asyncpg.PostgresError) and not isinstance(exc, asyncpg.PostgresConnectionError)
+
+
+@contextlib.asynccontextmanager
+async def acquire(pool: asyncpg.Pool[Any]) -> AsyncIterator[asyncpg.Connection[Any]]:
+    """A connection from the pool. When a statement on it times out, the connection breaks or
+    the task is cancelled, the connection is dropped at once: asyncpg would otherwise first
+    send a cancel request, then roll back and reset, each over a network path that may answer
+    nothing (a blackhole), each waiting up to the command timeout. The server rolls back the
+    transaction of a session that ends. The pool's other connections are replaced too."""
+    async with pool.acquire() as conn:
+        try:
+            yield conn
+        except BaseException as exc:
+            if not _server_error(exc):
+                conn.terminate()
+                # The pool's idle connections most likely went the same way: replace them on
+                # their next use rather than find out by a timeout on each.
+                await pool.expire_connections()
+            raise
+
+
+@contextlib.asynccontextmanager
+async def transaction(pool: asyncpg.Pool[Any]) -> AsyncIterator[asyncpg.Connection[Any]]:
+    """`acquire()` in a transaction: committed when the block ends, rolled back when the
+    server refused something, the connection dropped on a timeout or a broken connection."""
+    async with acquire(pool) as conn:
+        tr = conn.transaction()
+        await tr.start()
+        try:
+            yield conn
+            await tr.commit()
+        except BaseException as exc:
+            if _server_error(exc) and not conn.is_closed():
+                try:
+                    await tr.rollback()
+                except Exception:  # noqa: BLE001 - the first error is the one to report
+                    conn.terminate()
+                    raise exc from None
+            raise
 
 
 def migrations() -> list[tuple[int, str, str]]:

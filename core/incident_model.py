@@ -514,9 +514,13 @@ def _tick(state: IncidentState, now: datetime) -> tuple[IncidentState, list[Effe
         new = _bump(state, remind_at=_next_reminder(lp, now, state.deadline_at or now))
         return new, [
             NotifyLevel(state.level_index, "reminder", f"reminder: not acknowledged after {waited} s"),
-            TimelineEntry("reminded", "system:timer", {"level": state.level}),
+            TimelineEntry("reminded", "system:timer", {"level": state.level, "due_at": _iso(state.remind_at)}),
         ]
     return state, []
+
+
+def _iso(t: datetime | None) -> str | None:
+    return t.isoformat() if t is not None else None
 
 
 def _escalate(state: IncidentState, now: datetime, reason: str, *, kind: str) -> tuple[IncidentState, list[Effect]]:
@@ -537,7 +541,13 @@ def _escalate(state: IncidentState, now: datetime, reason: str, *, kind: str) ->
         TimelineEntry(
             "escalated" if not at_top else "repaged",
             "system:timer",
-            {"from_level": state.level, "to_level": LEVELS[new_index], "reason": reason},
+            {
+                "from_level": state.level,
+                "to_level": LEVELS[new_index],
+                "reason": reason,
+                # the deadline acted on: the record says how late the escalation came
+                "due_at": _iso(state.deadline_at if state.deadline_at and state.deadline_at <= now else None),
+            },
         ),
         NotifyLevel(new_index, kind if not at_top else "reminder", reason),
     ]

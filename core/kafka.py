@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    KafkaConnectionError,
+    KafkaError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    TopicAlreadyExistsError,
+    UnknownProducerId,
+)
 
 from core.settings import Settings
 from schemas.topics import KafkaTopics
@@ -20,7 +29,101 @@ def topics(settings: Settings) -> KafkaTopics:
     return KafkaTopics(prefix=settings.kafka_topic_prefix)
 
 
-def producer(settings: Settings, *, client_id: str) -> AIOKafkaProducer:
+# The broker no longer accepts the producer's idempotence state (producer id, epoch, sequence
+# numbers): nothing this producer sends will be accepted again.
+_STATE_LOST = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch, ProducerFenced)
+
+
+class Producer:
+    """An idempotent producer (see `_aiokafka_producer`) that replaces itself when the broker
+    no longer accepts its state.
+
+    aiokafka gives a sequence number to a batch it then expires unsent (a partition without a
+    leader for longer than the request timeout, as while a broker restarts); the broker then
+    refuses every later batch of that producer as out of order, for ever, and every retry of
+    the caller takes a new number further on. A send that fails so starts a new producer (a
+    new producer id, sequences from zero) for the sends that follow; the failed send's caller
+    sends again, as after any failure (the event id makes a repeat harmless)."""
+
+    def __init__(self, settings: Settings, *, client_id: str) -> None:
+        self._settings = settings
+        self._client_id = client_id
+        self._current: AIOKafkaProducer | None = None
+        self._renewing: asyncio.Task[None] | None = None
+        self._stopped = False
+        self.renewals = 0
+
+    async def start(self) -> None:
+        self._current = _aiokafka_producer(self._settings, client_id=self._client_id)
+        await self._current.start()
+
+    async def stop(self) -> None:
+        self._stopped = True
+        if self._renewing is not None:
+            self._renewing.cancel()
+            await asyncio.gather(self._renewing, return_exceptions=True)
+        if self._current is not None:
+            await self._current.stop()
+
+    async def send(self, topic: str, value: bytes, *, key: bytes | None = None) -> asyncio.Future[Any]:
+        """Hand a record to the producer; returns the future of its acknowledgement. A failure
+        to hand it over (no metadata for the topic within the request timeout, as while the
+        cluster elects new leaders) is that future's outcome too, never an exception here:
+        the caller's retry of a failed delivery covers it."""
+        if self._renewing is not None:
+            await asyncio.shield(self._renewing)
+        current = self._current
+        assert current is not None, "producer not started"
+        try:
+            fut: asyncio.Future[Any] = await current.send(topic, value, key=key)
+        except KafkaError as exc:
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_exception(exc)
+            return fut
+        fut.add_done_callback(lambda f: self._check(f, current))
+        return fut
+
+    async def send_and_wait(self, topic: str, value: bytes, *, key: bytes | None = None) -> Any:
+        return await (await self.send(topic, value, key=key))
+
+    def _check(self, fut: asyncio.Future[Any], sender: AIOKafkaProducer) -> None:
+        if fut.cancelled() or not isinstance(fut.exception(), _STATE_LOST):
+            return
+        if sender is self._current and self._renewing is None and not self._stopped:
+            log.warning(
+                "kafka producer state refused by the broker, starting a new producer", error=repr(fut.exception())
+            )
+            self._renewing = asyncio.get_running_loop().create_task(self._renew(sender))
+
+    async def _renew(self, old: AIOKafkaProducer) -> None:
+        delay = 0.5
+        try:
+            while True:
+                new = _aiokafka_producer(self._settings, client_id=self._client_id)
+                try:
+                    await new.start()
+                    break
+                except KafkaError as exc:
+                    log.warning("new kafka producer not started yet, retrying", error=repr(exc))
+                    with contextlib.suppress(Exception):
+                        await new.stop()
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+            self._current = new
+            self.renewals += 1
+        finally:
+            self._renewing = None
+        # The old one's batches fail (the broker refuses them); their callers send them again.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(old.stop(), self._settings.kafka_request_timeout_ms / 1000)
+
+
+def producer(settings: Settings, *, client_id: str) -> Producer:
+    """The producer of the components: see `Producer`."""
+    return Producer(settings, client_id=client_id)
+
+
+def _aiokafka_producer(settings: Settings, *, client_id: str) -> AIOKafkaProducer:
     """An idempotent producer: acks from all in-sync replicas, no duplicates on retry, order
     kept per partition. Linger is a few milliseconds: alarms are latency-bound."""
     return AIOKafkaProducer(
@@ -30,7 +133,7 @@ def producer(settings: Settings, *, client_id: str) -> AIOKafkaProducer:
         enable_idempotence=True,
         linger_ms=settings.kafka_linger_ms,
         max_batch_size=256 * 1024,
-        request_timeout_ms=30000,
+        request_timeout_ms=settings.kafka_request_timeout_ms,
         retry_backoff_ms=100,
     )
 
@@ -50,6 +153,7 @@ def consumer(settings: Settings, *topic_names: str, group_id: str, client_id: st
         session_timeout_ms=10000,
         heartbeat_interval_ms=3000,
         max_poll_interval_ms=300000,
+        request_timeout_ms=settings.kafka_request_timeout_ms,
     )
 
 
@@ -58,7 +162,11 @@ async def ensure_topics(settings: Settings, *, timeout: float = 60.0) -> None:
     names = topics(settings).all()
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="pingan-admin")
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=settings.kafka_bootstrap,
+            client_id="pingan-admin",
+            request_timeout_ms=settings.kafka_request_timeout_ms,
+        )
         try:
             await admin.start()
             existing = set(await admin.list_topics())

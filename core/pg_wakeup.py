@@ -17,12 +17,27 @@ log = structlog.get_logger(__name__)
 
 
 class Wakeup:
-    def __init__(self, dsn: str, channel: str, on_payload: Callable[[str | None], None] | None = None) -> None:
+    """LISTENs on `channel` over a connection of its own. A connection into a dead network
+    path (nothing answers, nothing resets) is never told it is lost, so every `check_every_s`
+    seconds the connection is asked a trivial question; no answer within `timeout_s` and it is
+    replaced (meanwhile the poll keeps the loop going)."""
+
+    def __init__(
+        self,
+        dsn: str,
+        channel: str,
+        on_payload: Callable[[str | None], None] | None = None,
+        *,
+        timeout_s: float = 5.0,
+        check_every_s: float = 5.0,
+    ) -> None:
         """`on_payload` gets each notification's payload, and None after the listening
         connection was (re)opened: notifications may have been missed meanwhile."""
         self._dsn = dsn
         self._channel = channel
         self._on_payload = on_payload
+        self._timeout_s = timeout_s
+        self._check_every_s = check_every_s
         self._event = asyncio.Event()
         self._conn: asyncpg.Connection[Any] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -64,12 +79,16 @@ class Wakeup:
         while True:
             try:
                 lost = asyncio.Event()
-                self._conn = await db.connect(self._dsn)
+                self._conn = await db.connect(self._dsn, timeout=self._timeout_s, command_timeout=self._timeout_s)
                 self._conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
                 await self._conn.add_listener(self._channel, self._on_notify)
                 self._missed()  # catch up on whatever happened while not listening
-                await lost.wait()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                while not lost.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(lost.wait(), self._check_every_s)
+                    if not lost.is_set():
+                        await self._conn.fetchval("SELECT 1")
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("listen connection lost", channel=self._channel, error=repr(exc))
             await self._close()
             self._missed()

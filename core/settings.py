@@ -29,6 +29,13 @@ class Settings:
     database_url: str = "postgresql://pingan:pingan@127.0.0.1:55432/pingan"
     db_pool_min: int = 1
     db_pool_max: int = 10
+    db_connect_timeout_s: float = 3.0
+    """Give up opening a Postgres connection after this long (and try again): without it a
+    connection opened into a dead network path waits a minute."""
+    db_command_timeout_s: float = 5.0
+    """Give up a statement of the components after this long (the connection is dropped and
+    the work retried): without it a statement sent into a dead network path, which nothing
+    ever answers or resets, waits for ever and its component with it."""
 
     # Kafka
     kafka_bootstrap: str = "127.0.0.1:19092"
@@ -37,6 +44,11 @@ class Settings:
     kafka_replication: int = 1
     kafka_consumer_group: str = "pingan-escalation-workers"
     kafka_linger_ms: int = 2
+    kafka_request_timeout_ms: int = 10000
+    """A request to a Kafka broker not answered within this long is given up, its connection
+    closed and the request sent again. A connection into a dead network path (nothing
+    answers, nothing resets) is found out only this way: the longer it is, the longer a
+    cut-off producer or consumer hangs after the network is back."""
     kafka_fetch_max_wait_ms: int = 10
 
     # MQTT broker

@@ -11,6 +11,9 @@
 #
 # Ports (defaults): PINGAN_PG_PORT=55432 PINGAN_MQTT_PORT=18830
 #                   PINGAN_KAFKA_PORT=19092 PINGAN_KAFKA_CONTROLLER_PORT=19093
+# Optional second Kafka listener for a TCP proxy in front of the broker (the fault suite):
+#   PINGAN_KAFKA_PROXIED_PORT=<port the broker listens on>
+#   PINGAN_KAFKA_PROXIED_ADVERTISED=<host:port of the proxy, advertised to its clients>
 # MQTT platform account: PINGAN_MQTT_USERNAME / PINGAN_MQTT_PASSWORD
 #   (defaults pingan-platform / pingan-platform-dev), only used to create the
 #   password file on the first `up`.
@@ -96,12 +99,20 @@ PG_PORT=${PINGAN_PG_PORT:-${REC[PG_PORT]:-55432}}
 MQTT_PORT=${PINGAN_MQTT_PORT:-${REC[MQTT_PORT]:-18830}}
 KAFKA_PORT=${PINGAN_KAFKA_PORT:-${REC[KAFKA_PORT]:-19092}}
 KAFKA_CTRL_PORT=${PINGAN_KAFKA_CONTROLLER_PORT:-${REC[KAFKA_CONTROLLER_PORT]:-19093}}
+KAFKA_PROXIED_PORT=${PINGAN_KAFKA_PROXIED_PORT-${REC[KAFKA_PROXIED_PORT]:-}}
+KAFKA_PROXIED_ADV=${PINGAN_KAFKA_PROXIED_ADVERTISED-${REC[KAFKA_PROXIED_ADVERTISED]:-}}
 MQTT_USER=${PINGAN_MQTT_USERNAME:-${REC[MQTT_USERNAME]:-pingan-platform}}
 MQTT_PASS=${PINGAN_MQTT_PASSWORD:-${REC[MQTT_PASSWORD]:-pingan-platform-dev}}
 
 for p in "$PG_PORT" "$MQTT_PORT" "$KAFKA_PORT" "$KAFKA_CTRL_PORT"; do
 	[[ $p =~ ^[0-9]+$ ]] && ((p > 0 && p < 65536)) || die "invalid port: '$p'"
 done
+if [[ -n $KAFKA_PROXIED_PORT ]]; then
+	[[ $KAFKA_PROXIED_PORT =~ ^[0-9]+$ ]] && ((KAFKA_PROXIED_PORT > 0 && KAFKA_PROXIED_PORT < 65536)) ||
+		die "invalid port: '$KAFKA_PROXIED_PORT'"
+	[[ $KAFKA_PROXIED_ADV =~ ^[A-Za-z0-9.-]+:[0-9]+$ ]] ||
+		die "PINGAN_KAFKA_PROXIED_ADVERTISED must be host:port when PINGAN_KAFKA_PROXIED_PORT is set"
+fi
 [[ $STACK != / ]] || die "PINGAN_STACK_DIR must not be /"
 [[ $STACK =~ [[:space:]] ]] && die "PINGAN_STACK_DIR must not contain whitespace: '$STACK'"
 [[ $MQTT_USER =~ ^[A-Za-z0-9._-]+$ ]] || die "PINGAN_MQTT_USERNAME must match [A-Za-z0-9._-]+"
@@ -485,8 +496,14 @@ kafka_up() {
 	mkdir -p "$KAFKA_DIR" "$KAFKA_DATA" "$KAFKA_LOGS"
 	kafka_fetch_libs
 	kafka_tools_log4j
+	local extra_listeners="" extra_advertised=""
+	if [[ -n $KAFKA_PROXIED_PORT ]]; then
+		extra_listeners=",PROXIED://127.0.0.1:$KAFKA_PROXIED_PORT"
+		extra_advertised=",PROXIED://$KAFKA_PROXIED_ADV"
+	fi
 	render "$DEPLOY_DIR/kafka/server.properties.in" "$KAFKA_CONF" \
-		KAFKA_PORT="$KAFKA_PORT" KAFKA_CONTROLLER_PORT="$KAFKA_CTRL_PORT" KAFKA_DATA_DIR="$KAFKA_DATA"
+		KAFKA_PORT="$KAFKA_PORT" KAFKA_CONTROLLER_PORT="$KAFKA_CTRL_PORT" KAFKA_DATA_DIR="$KAFKA_DATA" \
+		KAFKA_EXTRA_LISTENERS="$extra_listeners" KAFKA_EXTRA_ADVERTISED="$extra_advertised"
 
 	# Format the KRaft storage exactly once (meta.properties marks it).
 	if [[ ! -f $KAFKA_DATA/meta.properties ]]; then
@@ -500,6 +517,7 @@ kafka_up() {
 	fi
 	ensure_port_free kafka "$KAFKA_PORT"
 	ensure_port_free kafka-controller "$KAFKA_CTRL_PORT"
+	[[ -z $KAFKA_PROXIED_PORT ]] || ensure_port_free kafka-proxied "$KAFKA_PROXIED_PORT"
 
 	printf 'kafka: starting on %s (controller %s) ...' "$KAFKA_PORT" "$KAFKA_CTRL_PORT"
 	[[ -f $KAFKA_LOGS/server.log ]] && off=$(stat -c %s "$KAFKA_LOGS/server.log")
@@ -530,6 +548,8 @@ kafka_up() {
 		if ((rc == 0 || rc == 2)); then # 2 = no aiokafka: port + log line only
 			remember KAFKA_PORT "$KAFKA_PORT"
 			remember KAFKA_CONTROLLER_PORT "$KAFKA_CTRL_PORT"
+			remember KAFKA_PROXIED_PORT "$KAFKA_PROXIED_PORT"
+			remember KAFKA_PROXIED_ADVERTISED "$KAFKA_PROXIED_ADV"
 			local note=""
 			((rc == 0)) || note=", metadata not checked: no .venv with aiokafka"
 			say " ready (pid $pid$note)"

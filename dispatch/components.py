@@ -34,6 +34,9 @@ COMPONENTS = {
     "ingest": (HttpIngest,),
 }
 ALL = ("gateway", "ingest", "worker", "notifier", "relay", "timer", "officer-actions", "api")
+# The notifier and the escalation timer talk to Postgres and MQTT only: they start, and keep
+# escalating, while Kafka is away.
+WITHOUT_KAFKA = frozenset({"notifier", "timer"})
 
 
 def build(names: tuple[str, ...], settings: Settings, pool: asyncpg.Pool[Any]) -> list[Component]:
@@ -64,10 +67,17 @@ async def run_components(
 ) -> None:
     stop = stop or asyncio.Event()
     install_signal_handlers(stop)
-    pool = await db.create_pool(settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
+    pool = await db.create_pool(
+        settings.database_url,
+        min_size=settings.db_pool_min,
+        max_size=settings.db_pool_max,
+        connect_timeout=settings.db_connect_timeout_s,
+        command_timeout=settings.db_command_timeout_s,
+    )
     try:
         await check_schema(pool)
-        await kafka.ensure_topics(settings)
+        if not set(names) <= WITHOUT_KAFKA:
+            await kafka.ensure_topics(settings)
         comps = build(names, settings, pool) + (extra or [])
         log.info("starting", components=[c.name for c in comps], instance=settings.instance_id)
         await supervise(comps, stop=stop)

@@ -79,6 +79,11 @@ def _r(v: Any) -> float | None:
     return None if v is None else round(float(v), 3)
 
 
+# Statistics scan a unit's incidents over a period: longer than the components' statement
+# timeout (PINGAN_DB_COMMAND_TIMEOUT_S) may be fine for them.
+STATS_TIMEOUT_S = 120.0
+
+
 async def response_times(
     conn: asyncpg.Connection[Any],
     unit_code: str,
@@ -93,10 +98,20 @@ async def response_times(
         raise LookupError(unit_code)
     depth = len(unit["path"])
     total = await conn.fetch(
-        _SUMMARY.format(group_expr="$1::text", pcts=_pcts()), unit_code, since, until, list(categories)
+        _SUMMARY.format(group_expr="$1::text", pcts=_pcts()),
+        unit_code,
+        since,
+        until,
+        list(categories),
+        timeout=STATS_TIMEOUT_S,
     )
     children = await conn.fetch(
-        _SUMMARY.format(group_expr=f"path[{depth + 1}]", pcts=_pcts()), unit_code, since, until, list(categories)
+        _SUMMARY.format(group_expr=f"path[{depth + 1}]", pcts=_pcts()),
+        unit_code,
+        since,
+        until,
+        list(categories),
+        timeout=STATS_TIMEOUT_S,
     )
     by_level = await conn.fetch(
         _BASE + "SELECT ack_level, count(*) AS n FROM scope WHERE ack_level IS NOT NULL GROUP BY 1 ORDER BY 1",
@@ -104,6 +119,7 @@ async def response_times(
         since,
         until,
         list(categories),
+        timeout=STATS_TIMEOUT_S,
     )
     empty = {"unit": unit_code, "incidents": 0, "resolution_rate": None, "response_times_s": {}}
     return {

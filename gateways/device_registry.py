@@ -6,6 +6,7 @@ from typing import Any
 
 import asyncpg
 
+from core import db
 from gateways.validation import DeviceInfo
 
 
@@ -14,15 +15,17 @@ class PostgresDeviceLookup:
         self._pool = pool
 
     async def __call__(self, device_id: str) -> DeviceInfo | None:
-        row = await self._pool.fetchrow(
-            "SELECT device_id, grid_code, active FROM devices WHERE device_id = $1", device_id
-        )
+        async with db.acquire(self._pool) as conn:
+            row = await conn.fetchrow(
+                "SELECT device_id, grid_code, active FROM devices WHERE device_id = $1", device_id
+            )
         if row is None:
             return None
         return DeviceInfo(row["device_id"], row["grid_code"], row["active"])
 
     async def many(self, device_ids: list[str]) -> dict[str, DeviceInfo]:
-        rows = await self._pool.fetch(
-            "SELECT device_id, grid_code, active FROM devices WHERE device_id = ANY($1::text[])", device_ids
-        )
+        async with db.acquire(self._pool) as conn:
+            rows = await conn.fetch(
+                "SELECT device_id, grid_code, active FROM devices WHERE device_id = ANY($1::text[])", device_ids
+            )
         return {r["device_id"]: DeviceInfo(r["device_id"], r["grid_code"], r["active"]) for r in rows}

@@ -15,7 +15,7 @@ import asyncpg
 import msgspec
 import structlog
 
-from core import kafka
+from core import db, kafka
 from core.errors import NotFound
 from core.incident_model import IllegalAction
 from core.incident_service import IncidentService
@@ -130,7 +130,7 @@ class OfficerActionsGateway(Component):
                 delay = min(delay * 2, 5.0)
 
     async def _apply_once(self, officer_id: str, req: OfficerAppAction) -> ActionResult:
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with db.transaction(self.pool) as conn:
             previous = await conn.fetchval(
                 "SELECT result FROM officer_app_actions WHERE officer_id = $1 AND action_id = $2",
                 officer_id,

@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 import structlog
 
-from core import kafka
+from core import db, kafka
 from core.incident_model import Tick
 from core.incident_service import IncidentService
 from core.lifecycle import Component
@@ -74,7 +74,7 @@ class EscalationTimer(Component):
 
     async def step(self, now: datetime) -> int:
         """Act on every incident due at `now` (in batches); returns how many were stepped."""
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with db.transaction(self.pool) as conn:
             rows = await conn.fetch(_CLAIM, now, self.batch)
             for r in rows:
                 before, state = await self.service.perform(conn, r["incident_id"], Tick(), now, change="timer")

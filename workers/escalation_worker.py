@@ -19,7 +19,7 @@ import structlog
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from core import kafka
+from core import db, kafka
 from core.lifecycle import Component
 from core.metrics import Counters
 from core.pg_errors import is_transient
@@ -120,7 +120,7 @@ class EscalationWorker(Component):
         return True
 
     async def _record_batch(self, decoded: list[tuple[ConsumerRecord[bytes, bytes], AcceptedEvent]]) -> Outcome:
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with db.transaction(self.pool) as conn:
             return await self.batch.record(conn, [(a, rec.partition, rec.offset) for rec, a in decoded])
 
     async def _record_singly(
@@ -131,7 +131,7 @@ class EscalationWorker(Component):
             delay = 0.1
             while True:
                 try:
-                    async with self.pool.acquire() as conn, conn.transaction():
+                    async with db.transaction(self.pool) as conn:
                         one = await self.store.record(conn, accepted, partition=rec.partition, offset=rec.offset)
                     total.add(one)
                     break
@@ -159,12 +159,13 @@ class EscalationWorker(Component):
         delay = 0.1
         while True:
             try:
-                await self.pool.execute(
-                    "INSERT INTO unprocessable_events (device_id, reason, record) VALUES ($1, $2, $3)",
-                    device_id,
-                    reason[:2000],
-                    raw,
-                )
+                async with db.acquire(self.pool) as conn:
+                    await conn.execute(
+                        "INSERT INTO unprocessable_events (device_id, reason, record) VALUES ($1, $2, $3)",
+                        device_id,
+                        reason[:2000],
+                        raw,
+                    )
                 break
             except Exception as exc:
                 if not is_transient(exc) or await self.wait_stop(delay):

@@ -19,6 +19,7 @@ import msgspec
 import orjson
 import structlog
 
+from core import db
 from core.lifecycle import Component
 from core.metrics import Counters
 from core.mqtt import MqttClient
@@ -104,7 +105,9 @@ class Notifier(Component):
             client_id=f"pingan-notifier-{self.settings.instance_id}",
             name="notifier.mqtt",
         )
-        wakeup = Wakeup(self.settings.database_url, "pingan_notifications")
+        wakeup = Wakeup(
+            self.settings.database_url, "pingan_notifications", timeout_s=self.settings.db_command_timeout_s
+        )
         await mqtt.start()
         try:
             await wakeup.start()
@@ -162,7 +165,7 @@ class Notifier(Component):
         await conn.execute("SELECT pg_notify('pingan_outbox', '')")
 
     async def _deliver_batch(self, mqtt: MqttClient) -> bool:
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with db.transaction(self.pool) as conn:
             rows = await conn.fetch(_CLAIM, self.settings.notifier_batch_max)
             if not rows:
                 return False

@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 import structlog
 
-from core import kafka
+from core import db, kafka
 from core.lifecycle import Component
 from core.metrics import Counters
 from core.mqtt import MqttClient
@@ -52,7 +52,7 @@ class OutboxRelay(Component):
             client_id=f"pingan-relay-{self.settings.instance_id}",
             name="relay.mqtt",
         )
-        wakeup = Wakeup(self.settings.database_url, "pingan_outbox")
+        wakeup = Wakeup(self.settings.database_url, "pingan_outbox", timeout_s=self.settings.db_command_timeout_s)
         await producer.start()
         try:
             await mqtt.start()
@@ -79,7 +79,7 @@ class OutboxRelay(Component):
             log.info("relay stopped", **self.counters.snapshot())
 
     async def _relay_batch(self, producer: Any, mqtt: MqttClient) -> bool:
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with db.transaction(self.pool) as conn:
             rows = await conn.fetch(_CLAIM, 500)
             if not rows:
                 return False
@@ -87,12 +87,17 @@ class OutboxRelay(Component):
             for r in rows:
                 if r["destination"] == "kafka":
                     key = r["key"].encode() if r["key"] else None
-                    futures.append(await producer.send(r["topic"], bytes(r["payload"]), key=key))
+                    fut = await producer.send(r["topic"], bytes(r["payload"]), key=key)
+                    futures.append(fut)
+                    if fut.done() and fut.exception() is not None:
+                        # Kafka would not even take it (no metadata within the request timeout):
+                        # the rest of the batch waits for the next claim instead of as long again.
+                        break
                 else:
                     futures.append(mqtt.publish_nowait(r["topic"], bytes(r["payload"]), qos=1))
             results = await asyncio.gather(*(asyncio.wait_for(f, 15.0) for f in futures), return_exceptions=True)
             done_ids = []
-            for r, res in zip(rows, results, strict=True):
+            for r, res in zip(rows[: len(futures)], results, strict=True):
                 if isinstance(res, BaseException):
                     self.counters.inc("failed")
                     log.warning(

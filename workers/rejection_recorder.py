@@ -10,7 +10,7 @@ import msgspec
 import structlog
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from core import kafka
+from core import db, kafka
 from core.lifecycle import Component
 from core.metrics import Counters
 from core.pg_errors import is_transient
@@ -108,7 +108,8 @@ class RejectionRecorder(Component):
         delay = 0.1
         while True:
             try:
-                await self.pool.executemany(_INSERT, rows)
+                async with db.acquire(self.pool) as conn:
+                    await conn.executemany(_INSERT, rows)
                 return True
             except Exception as exc:  # noqa: BLE001 - classified just below
                 if not is_transient(exc):
@@ -120,7 +121,8 @@ class RejectionRecorder(Component):
             delay = 0.1
             while True:
                 try:
-                    await self.pool.execute(_INSERT, *row)
+                    async with db.acquire(self.pool) as conn:
+                        await conn.execute(_INSERT, *row)
                     break
                 except Exception as exc:  # noqa: BLE001 - classified just below
                     if is_transient(exc):
@@ -130,6 +132,7 @@ class RejectionRecorder(Component):
                         continue
                     log.error("dead-letter record refused by postgres", error=repr(exc), offset=row[2])
                     bare = (*row[:4], f"{row[4]!r}"[:2000], None, None, None, row[8], "?", row[10], "", row[12])
-                    await self.pool.execute(_INSERT, *bare)
+                    async with db.acquire(self.pool) as conn:
+                        await conn.execute(_INSERT, *bare)
                     break
         return True

@@ -1,0 +1,108 @@
+"""core.kafka.Producer replaces its aiokafka producer when the broker refuses its state."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, ClassVar
+
+import pytest
+from aiokafka.errors import (
+    KafkaConnectionError,
+    NotLeaderForPartitionError,
+    OutOfOrderSequenceNumber,
+    UnknownTopicOrPartitionError,
+)
+
+from core import kafka
+from core.settings import Settings
+
+
+class FakeProducer:
+    made: ClassVar[list[FakeProducer]] = []
+    fail_starts = 0
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+        self.fail_with: BaseException | None = None
+        self.refuse_with: BaseException | None = None
+        self.stopped = False
+        FakeProducer.made.append(self)
+
+    async def start(self) -> None:
+        if FakeProducer.fail_starts:
+            FakeProducer.fail_starts -= 1
+            raise KafkaConnectionError("not yet")
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+    async def send(self, topic: str, value: bytes, key: bytes | None = None) -> asyncio.Future[Any]:
+        if self.refuse_with is not None:
+            raise self.refuse_with
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        if self.fail_with is not None:  # the broker answers a moment later
+            loop.call_soon(fut.set_exception, self.fail_with)
+        else:
+            self.sent.append(value)
+            loop.call_soon(fut.set_result, None)
+        return fut
+
+
+@pytest.fixture
+def fakes(monkeypatch: pytest.MonkeyPatch) -> list[FakeProducer]:
+    FakeProducer.made = []
+    FakeProducer.fail_starts = 0
+    monkeypatch.setattr(kafka, "_aiokafka_producer", lambda settings, client_id: FakeProducer())
+    return FakeProducer.made
+
+
+async def test_out_of_order_sequence_starts_a_new_producer(fakes: list[FakeProducer]) -> None:
+    p = kafka.producer(Settings(), client_id="t")
+    await p.start()
+    fakes[0].fail_with = OutOfOrderSequenceNumber()
+    with pytest.raises(OutOfOrderSequenceNumber):
+        await p.send_and_wait("topic", b"a")
+    await p.send_and_wait("topic", b"b")  # waits for the new producer
+    assert len(fakes) == 2 and fakes[1].sent == [b"b"]
+    assert p.renewals == 1
+    await asyncio.sleep(0)
+    assert fakes[0].stopped
+    await p.stop()
+
+
+async def test_an_ordinary_failure_keeps_the_producer(fakes: list[FakeProducer]) -> None:
+    p = kafka.producer(Settings(), client_id="t")
+    await p.start()
+    fakes[0].fail_with = NotLeaderForPartitionError()
+    with pytest.raises(NotLeaderForPartitionError):
+        await p.send_and_wait("topic", b"a")
+    fakes[0].fail_with = None
+    await p.send_and_wait("topic", b"b")
+    assert len(fakes) == 1 and p.renewals == 0
+    await p.stop()
+
+
+async def test_the_new_producer_is_retried_until_it_starts(fakes: list[FakeProducer]) -> None:
+    p = kafka.producer(Settings(), client_id="t")
+    await p.start()
+    fakes[0].fail_with = OutOfOrderSequenceNumber()
+    FakeProducer.fail_starts = 1  # Kafka not reachable for the first new one
+    with pytest.raises(OutOfOrderSequenceNumber):
+        await p.send_and_wait("topic", b"a")
+    await p.send_and_wait("topic", b"b")
+    assert len(fakes) == 3 and fakes[2].sent == [b"b"] and p.renewals == 1
+    await p.stop()
+
+
+async def test_a_record_kafka_would_not_take_is_a_failed_delivery(fakes: list[FakeProducer]) -> None:
+    p = kafka.producer(Settings(), client_id="t")
+    await p.start()
+    fakes[0].refuse_with = UnknownTopicOrPartitionError()  # no metadata within the request timeout
+    fut = await p.send("topic", b"a")  # no exception here: the caller retries a failed delivery
+    with pytest.raises(UnknownTopicOrPartitionError):
+        await fut
+    fakes[0].refuse_with = None
+    await p.send_and_wait("topic", b"b")
+    assert fakes[0].sent == [b"b"] and p.renewals == 0
+    await p.stop()
