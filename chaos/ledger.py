@@ -252,6 +252,14 @@ async def ledger(pool: asyncpg.Pool[Any], sent: Sent, probe: Probe) -> dict[str,
         "(SELECT count(*) FROM outbox WHERE published_at IS NULL) AS outbox, "
         "(SELECT count(*) FROM unprocessable_events) AS unprocessable",
     )
+    # Notifications due for half a minute and still not sent, once the backlog drained: a
+    # notifier that stopped delivering (a press then joins the open incident of its device
+    # instead of opening one, and nothing else shows it).
+    stuck = await query(
+        pool,
+        "SELECT count(*) AS n FROM notifications WHERE status = 'pending' "
+        "AND next_attempt_at < clock_timestamp() - interval '30 seconds'",
+    )
     delays = [probe.notified_ms[e] for e in sent.ids if e in probe.notified_ms]
     notif = summary(delays)
     duplicated = dup_events + len(incidents_per_press) + len(dup_opened_db) + len(two_open) + dup_opened_seen
@@ -279,6 +287,7 @@ async def ledger(pool: asyncpg.Pool[Any], sent: Sent, probe: Probe) -> dict[str,
         "not_notified_samples": not_notified[:5],
         "joined_open_incident": len(rec.keys() & sent_ids) - len(tag_incidents),
         "pending_after_drain": dict(pending[0]),
+        "notifications_stuck": stuck[0]["n"],
         "notified_seen": notif["n"],
         "press_to_notification_ms": notif,
         "worst_delay_ms": notif["max"],

@@ -276,7 +276,7 @@ class Rig:
             self.comps.spawn(sc.target)
         elif sc.action == "cut":
             proxy = self.proxies[sc.target]
-            await proxy.cut(sc.mode)  # type: ignore[arg-type]
+            await proxy.cut("reset" if sc.mode == "reset" else "blackhole")
             try:
                 await asyncio.sleep(pace.cut_s)
             finally:
@@ -355,6 +355,7 @@ def bad(r: dict[str, Any]) -> bool:
         or r["duplicated"]
         or r["not_notified"]
         or r["components_exited"]
+        or r.get("notifications_stuck")
         or r.get("kept_lost")
         or r.get("deadlines_missed")
         or r.get("deadlines_too_late")
@@ -369,6 +370,7 @@ COLUMNS = [
     ("duplicated", "dup", 4),
     ("lost", "lost", 4),
     ("not_notified", "unnot", 5),
+    ("notifications_stuck", "stuck", 5),
     ("joined_open_incident", "join", 4),
     ("starved_presses", "starv", 5),
     ("publish_errors", "perr", 4),
