@@ -49,9 +49,9 @@ QUICK = {
     "light_s": 20,
     "hb_step_s": 5,
     "burst_s": 20,
-    "connections": 3000,
+    "connections": 10000,
     "conn_s": 20,
-    "fleet": 3000,  # an alarm press needs a device without an open incident: a burst needs many
+    "fleet": 8000,  # an alarm press needs a device without an open incident: a burst needs many
 }
 FULL = {
     "floor_n": 2000,
