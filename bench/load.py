@@ -93,15 +93,18 @@ class Fleet:
 
     async def _read_receipts(self, c: MqttClient) -> None:
         async for msg in c.messages():
-            with contextlib.suppress(ValueError):
-                r = orjson.loads(msg.payload)
-                if r.get("status") == "incident_joined":
-                    self.joined += 1
-                    self.release(r.get("event_id", ""))
-                if r.get("status") == "accepted":
-                    t0 = self.pressed.get(r.get("event_id", ""))
-                    if t0 is not None:
-                        self.receipt_ms[r["event_id"]] = (msg.received_monotonic - t0) * 1000
+            self._on_receipt(msg.topic, msg.payload, msg.received_monotonic)
+
+    def _on_receipt(self, topic: str, payload: bytes, at: float) -> None:
+        with contextlib.suppress(ValueError):
+            r = orjson.loads(payload)
+            if r.get("status") == "incident_joined":
+                self.joined += 1
+                self.release(r.get("event_id", ""))
+            if r.get("status") == "accepted":
+                t0 = self.pressed.get(r.get("event_id", ""))
+                if t0 is not None:
+                    self.receipt_ms[r["event_id"]] = (at - t0) * 1000
 
     async def close(self) -> None:
         for t in self._tasks:
@@ -222,17 +225,6 @@ class LeanFleet(Fleet):
         self._free.extend(self.clients)
         self._tasks.append(asyncio.create_task(keep_alive(self.clients), name="bench.keepalive"))
         return time.monotonic() - t0
-
-    def _on_receipt(self, topic: str, payload: bytes, at: float) -> None:
-        with contextlib.suppress(ValueError):
-            r = orjson.loads(payload)
-            if r.get("status") == "incident_joined":
-                self.joined += 1
-                self.release(r.get("event_id", ""))
-            if r.get("status") == "accepted":
-                t0 = self.pressed.get(r.get("event_id", ""))
-                if t0 is not None:
-                    self.receipt_ms[r["event_id"]] = (at - t0) * 1000
 
     async def close(self) -> None:
         for t in self._tasks:
