@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +42,21 @@ def tree_pids(pid: int) -> list[int]:
     for c in children:
         out += tree_pids(int(c))
     return out
+
+
+def stop_processes(procs: Iterable[subprocess.Popen[bytes]], timeout: float = 30) -> None:
+    """SIGTERM every process still running, wait for all of them together, SIGKILL the late."""
+    procs = list(procs)
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 @dataclass
@@ -94,16 +110,7 @@ class Components:
         return {n: p.poll() is None for n, p in self.procs.items()}
 
     def stop(self) -> None:
-        for p in self.procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        for p in self.procs.values():
-            try:
-                p.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(self.procs.values())
 
 
 def service_pid(pid_file: Path) -> int | None:

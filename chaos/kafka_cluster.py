@@ -18,7 +18,7 @@ from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
 
-from bench.procs import REPO
+from bench.procs import REPO, stop_processes
 
 LOG4J = REPO / "deploy" / "kafka" / "log4j.properties"
 
@@ -186,13 +186,4 @@ class KafkaCluster:
         p.wait()
 
     def stop(self) -> None:
-        for p in self.procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        for p in self.procs.values():
-            try:
-                p.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(self.procs.values())
