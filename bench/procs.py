@@ -63,34 +63,43 @@ def stop_processes(procs: Iterable[subprocess.Popen[bytes]], timeout: float = 30
 class Watched:
     name: str
     pid: int
+    tree: bool = True  # with its descendants (postgres backends); not for the generator, parent of the components
     cpu0: float = 0.0
     t0: float = 0.0
     rss_max: float = 0.0
     rss: list[float] = field(default_factory=list)
 
+    def pids(self) -> list[int]:
+        return tree_pids(self.pid) if self.tree else [self.pid]
+
     def start(self) -> None:
-        self.cpu0 = sum(cpu_seconds(p) for p in tree_pids(self.pid))
+        self.cpu0 = sum(cpu_seconds(p) for p in self.pids())
         self.t0 = time.monotonic()
         self.rss = []
 
     def sample(self) -> None:
-        r = sum(rss_mib(p) for p in tree_pids(self.pid))
+        r = sum(rss_mib(p) for p in self.pids())
         self.rss.append(r)
         self.rss_max = max(self.rss_max, r)
 
     def cpu_share(self) -> float:
         """CPU used since start(), as a share of one core."""
         dt = time.monotonic() - self.t0
-        used = sum(cpu_seconds(p) for p in tree_pids(self.pid)) - self.cpu0
+        used = sum(cpu_seconds(p) for p in self.pids()) - self.cpu0
         return used / dt if dt > 0 else 0.0
 
 
 class Components:
     """`dispatch <component>` child processes, one per component, with the bench's settings."""
 
-    def __init__(self, env: dict[str, str], names: list[str], log_dir: Path) -> None:
+    def __init__(
+        self, env: dict[str, str], names: list[str], log_dir: Path, groups: dict[str, list[str]] | None = None
+    ) -> None:
+        """One process per name: `dispatch <name>`, or `dispatch run <components...>` for a name
+        in `groups` (several components in one process)."""
         self.env = env
         self.names = names
+        self.groups = groups or {}
         self.log_dir = log_dir
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -98,8 +107,9 @@ class Components:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for name in self.names:
             log = (self.log_dir / f"{name}.log").open("ab")
+            argv = ["run", *self.groups[name]] if name in self.groups else [name]
             self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "dispatch.cli", name],
+                [sys.executable, "-m", "dispatch.cli", *argv],
                 cwd=REPO,
                 env=self.env,
                 stdout=log,
