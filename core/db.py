@@ -51,11 +51,20 @@ async def create_pool(
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
+        reset=_keep_session,
         timeout=connect_timeout,
         command_timeout=command_timeout,
     )
     assert pool is not None
     return pool
+
+
+async def _keep_session(conn: asyncpg.Connection[Any]) -> None:
+    """Release a connection to the pool without asyncpg's reset statement (UNLISTEN, CLOSE,
+    RESET ALL, unlock advisory locks): one round trip to the server on every release, and
+    pooled connections keep no session state to reset. LISTEN runs on connections of their
+    own (core.pg_wakeup), advisory locks are transaction-scoped, nothing is SET. asyncpg still
+    rolls back a transaction left open before it calls this."""
 
 
 def _server_error(exc: BaseException) -> bool:
