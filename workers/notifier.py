@@ -165,6 +165,8 @@ class Notifier(Component):
         await conn.execute("SELECT pg_notify('pingan_outbox', '')")
 
     async def _deliver_batch(self, mqtt: MqttClient) -> bool:
+        """Deliver one claimed batch; True when it was full (claim again at once). After a
+        part-full batch the next NOTIFY wakes the notifier (one sent meanwhile already did)."""
         async with db.transaction(self.pool) as conn:
             rows = await conn.fetch(_CLAIM, self.settings.notifier_batch_max)
             if not rows:
@@ -222,4 +224,4 @@ class Notifier(Component):
                 self.counters.inc("sent", len(sent_ids))
             if first_sent:
                 await self._record_sent(conn, first_sent, sent_at)
-            return True
+            return len(rows) == self.settings.notifier_batch_max

@@ -35,6 +35,9 @@ SELECT id, destination, topic, key, payload, attempts
 """
 
 
+_BATCH = 500
+
+
 class OutboxRelay(Component):
     name = "relay"
 
@@ -71,6 +74,7 @@ class OutboxRelay(Component):
                         await self.wait_stop(1.0)
                     if not busy:
                         await self.idle(wakeup.wait(self.settings.poll_interval_s))
+                        await self.wait_stop(self.settings.relay_linger_ms / 1000)
             finally:
                 await wakeup.stop()
                 await mqtt.stop()
@@ -79,8 +83,11 @@ class OutboxRelay(Component):
             log.info("relay stopped", **self.counters.snapshot())
 
     async def _relay_batch(self, producer: Any, mqtt: MqttClient) -> bool:
+        """Publish one claimed batch; True when it was full (more rows are likely waiting:
+        claim again at once). A part-full batch means the relay is level with the writers:
+        the next NOTIFY wakes it (one sent meanwhile already did)."""
         async with db.transaction(self.pool) as conn:
-            rows = await conn.fetch(_CLAIM, 500)
+            rows = await conn.fetch(_CLAIM, _BATCH)
             if not rows:
                 return False
             futures: list[asyncio.Future[Any]] = []
@@ -121,4 +128,4 @@ class OutboxRelay(Component):
                     done_ids,
                 )
                 self.counters.inc("published", len(done_ids))
-            return True
+            return len(rows) == _BATCH
