@@ -40,6 +40,8 @@ BENCH_STACK = {
     "PINGAN_KAFKA_CONTROLLER_PORT": "19097",
 }
 COMPONENTS = ["gateway", "worker", "notifier", "relay", "timer"]
+# --layout paired: the gateway in one process, the rest of the alarm path in another.
+PAIRED = {"workers": ["worker", "notifier", "relay", "timer"]}
 DEVICE_PASSWORD = "bench-device-password"
 
 QUICK = {
@@ -229,12 +231,17 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     settings = await prepare(base, n_devices, tag)
     child_env = dict(env)
     child_env.update(settings.to_env())
-    comps = Components(child_env, COMPONENTS, REPO / "artifacts" / "bench" / f"logs-{tag}")
+    log_dir = REPO / "artifacts" / "bench" / f"logs-{tag}"
+    if args.layout == "paired":
+        comps = Components(child_env, ["gateway", *PAIRED], log_dir, groups=PAIRED)
+    else:
+        comps = Components(child_env, COMPONENTS, log_dir)
     comps.start()
     pool = await db.create_pool(settings.database_url, min_size=1, max_size=4)
     results: dict[str, Any] = {
         "when": datetime.now(UTC).isoformat(),
         "mode": "full" if args.full else "quick",
+        "layout": args.layout,
         "machine": machine(),
     }
     fleet = LeanFleet(settings, [f"b{i:06d}" for i in range(p["fleet"])], DEVICE_PASSWORD)
@@ -265,7 +272,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             pid = service_pid(Path(env["PINGAN_STACK_DIR"]) / pid_file)
             if pid:
                 watched.append(Watched(name, pid))
-        watched.append(Watched("load-generator", os.getpid()))
+        watched.append(Watched("load-generator", os.getpid(), tree=False))
         ctx = {"fleet": fleet, "probe": probe, "pool": pool, "watched": watched}
 
         say("warm-up")
@@ -473,6 +480,12 @@ def main() -> int:
         type=float,
         default=None,
         help="measure only one step at this rate (no search): for profiling",
+    )
+    ap.add_argument(
+        "--layout",
+        choices=["separate", "paired"],
+        default="separate",
+        help="separate: one process per component; paired: the gateway, and the rest of the alarm path in one",
     )
     ap.add_argument("--type", default="alarm.panic", help="the event type of --rate (e.g. device.heartbeat)")
     args = ap.parse_args()

@@ -311,6 +311,16 @@ def cmd_component(names: tuple[str, ...]) -> Callable[[argparse.Namespace, Setti
     return run
 
 
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from dispatch.components import ALL
+
+    unknown = [n for n in args.components if n not in ALL]
+    if unknown:
+        raise PinganError(f"unknown component {', '.join(unknown)}: choose from {', '.join(ALL)}")
+    names = tuple(dict.fromkeys(args.components)) or ALL
+    return cmd_component(names)(args, settings)
+
+
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     from dispatch.simulator import Simulator, load_demo_devices
 
@@ -353,10 +363,16 @@ def parser() -> argparse.ArgumentParser:
     ]:
         sp = sub.add_parser(name, help=help_)
         sp.set_defaults(fn=cmd_component((name,)))
-    sp = sub.add_parser("run", help="run every component in one process")
     from dispatch.components import ALL
 
-    sp.set_defaults(fn=cmd_component(ALL))
+    sp = sub.add_parser("run", help="run every component (or the ones named) in one process")
+    sp.add_argument(
+        "components",
+        nargs="*",
+        metavar="component",
+        help=f"some of: {', '.join(ALL)} (default: all of them)",
+    )
+    sp.set_defaults(fn=cmd_run)
 
     sub.add_parser("migrate", help="apply database migrations (safe to re-run)").set_defaults(fn=cmd_migrate)
     sub.add_parser("seed-demo", help="load the demo city (units, officers, ~1000 devices)").set_defaults(
