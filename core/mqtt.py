@@ -568,7 +568,7 @@ class MqttClient:
             )
         self._pending[mid] = _PendingPublish(fut, qos, topic)
         fut.add_done_callback(lambda f: self._forget_pending(mid, f))
-        self._flush()
+        self._flush_soon()
         return fut
 
     def messages(self) -> AsyncIterator[MqttMessage]:
@@ -609,7 +609,7 @@ class MqttClient:
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             self._logger.debug("mqtt.ack_not_sent", mid=message.mid, rc=paho.error_string(rc))
             return
-        self._flush()
+        self._flush_soon()
 
     # ------------------------------------------------------------------ internals
 
@@ -624,6 +624,13 @@ class MqttClient:
         """Write queued packets now instead of waiting for the writer callback."""
         if self._client.socket() is not None and self._client.want_write():
             self._client.loop_write()
+
+    def _flush_soon(self) -> None:
+        """Write queued packets on this loop iteration's next turn: the publishes and acks a
+        handler queues together (a batch's PUBACKs and receipts) go out in one send()."""
+        if self._loop is not None and not self._write_scheduled:
+            self._write_scheduled = True
+            self._loop.call_soon(self._write_or_watch)
 
     def _notify_state(self) -> None:
         for waiter in self._state_waiters:
@@ -854,6 +861,7 @@ class MqttClient:
             return
         try:
             if self._client.want_write():
+                _coalesce_out_packets(self._client)
                 self._client.loop_write()
             if self._client.want_write() and self._client.socket() is sock and not self._watching_write:
                 self._loop.add_writer(sock, self._on_writable)
@@ -1075,3 +1083,30 @@ async def _cancel_and_wait(task: asyncio.Task[None] | None) -> None:
         exc = task.exception()
         if exc is not None:
             log.warning("mqtt.background_task_failed", task=task.get_name(), error=repr(exc))
+
+
+_PUBLISH: Final = 0x30
+_DISCONNECT: Final = 0xE0
+_PUBACK: Final = 0x40
+
+
+def _coalesce_out_packets(client: paho.Client) -> None:
+    """Join the packets paho has queued into one, so they leave in one send() (paho writes
+    each packet with a send() of its own: a system call and a wake-up of the broker each).
+
+    Only packets paho does nothing with once written are joined: not a QoS 0 PUBLISH (its
+    on_publish fires when written), not a DISCONNECT (the socket closes after it), not one
+    already partly written. A QoS 1 PUBLISH is tracked by its message id, not by this queue.
+    """
+    queue = client._out_packet  # paho has no public API for its write queue
+    if len(queue) < 2:
+        return
+    for p in queue:
+        kind = p["command"] & 0xF0
+        if p["pos"] or kind == _DISCONNECT or (kind == _PUBLISH and p["qos"] == 0):
+            return
+    data = b"".join(p["packet"] for p in queue)
+    queue.clear()
+    queue.append(
+        {"command": _PUBACK, "mid": 0, "qos": 0, "pos": 0, "to_process": len(data), "packet": data, "info": None}
+    )

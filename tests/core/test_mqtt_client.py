@@ -549,3 +549,48 @@ async def test_stop_fails_pending_publishes(broker: MosquittoBroker, clients: As
         broker.resume()
     with pytest.raises(MqttNotConnected):
         await fut
+
+
+async def test_a_burst_of_publishes_and_acks_leaves_in_few_sends(
+    broker: MosquittoBroker, clients: AsyncExitStack
+) -> None:
+    """What a handler queues together (a batch's PUBACKs and receipts) is written together,
+    and every message still arrives in order and every ack reaches the broker."""
+    client_id = uid("gateway")
+    topic = f"dev/dev2/{uid('burst')}"
+    gw = gateway_client(broker, client_id)
+    await gw.start()
+    await gw.subscribe(topic, qos=1)
+    dev = await started(clients, make_client(broker, "dev2"))
+    n = 15  # unacknowledged, within what the broker sends before it waits for acks
+    await asyncio.wait_for(asyncio.gather(*(dev.publish_nowait(topic, b"%d" % i, qos=1) for i in range(n))), 10)
+    got: list[MqttMessage] = []
+    while len(got) < n:
+        got.append(await next_message(gw))
+        got += gw.received_nowait(n - len(got))
+    assert [m.payload for m in got] == [b"%d" % i for i in range(n)]
+
+    sends = 0
+    real = gw._client._sock_send
+
+    def counting(buf: bytes | bytearray) -> int:
+        nonlocal sends
+        sends += 1
+        return real(buf)
+
+    try:
+        gw._client._sock_send = counting  # type: ignore[method-assign]
+        for m in got:  # acks and publishes queued on one turn of the loop
+            gw.ack(m)
+        futures = [gw.publish_nowait(f"rx/dev2/{i}", b"r", qos=1) for i in range(100)]
+        await asyncio.wait_for(asyncio.gather(*futures), 10)
+        assert 1 <= sends <= 5, sends  # 115 packets: one send, unless the socket buffer filled
+    finally:
+        await gw.stop(clean=False)
+
+    # Every ack arrived: the session resumed holds nothing to redeliver before a new marker.
+    gw2 = gateway_client(broker, client_id)
+    await started(clients, gw2)
+    assert gw2.session_present
+    await dev.publish(topic, b"marker", qos=1)
+    assert (await next_message(gw2)).payload == b"marker"
