@@ -2,8 +2,9 @@
 
 Each batch fetched from `pingan.alarm-events` is recorded in one Postgres transaction (event
 rows, incidents opened or joined, notifications queued, outbox rows); only after the commit
-are the Kafka offsets committed. A crash in between means a redelivery, which the unique
-(device_id, event_id) key turns into a no-op. A record that cannot be recorded on its own is
+are the Kafka offsets committed (in the background, while the next batch is recorded; one
+commit in flight, the newest offsets next). A crash in between means a redelivery, which the
+unique (device_id, event_id) key turns into a no-op. A record that cannot be recorded on its own is
 kept in `unprocessable_events` and sent to the dead-letter topic; the batch goes on.
 """
 
@@ -52,6 +53,8 @@ class EscalationWorker(Component):
         self.batch = BatchRecorder(self.store)
         self.counters = Counters("worker")
         self.ready = asyncio.Event()
+        self._offsets: dict[TopicPartition, int] = {}  # recorded, not yet committed to Kafka
+        self._committer: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
         consumer = kafka.consumer(
@@ -76,21 +79,36 @@ class EscalationWorker(Component):
                     done = await self._process(batches, producer)
                     if not done:
                         break  # stop asked for while retrying: leave the offsets uncommitted
-                    await self._commit(consumer, batches)
+                    self._commit_soon(consumer, batches)
             finally:
                 await producer.stop()
         finally:
+            if self._committer is not None:
+                await self._committer  # the last recorded offsets, before the consumer goes
             await consumer.stop()
             log.info("worker stopped", **self.counters.snapshot())
 
-    async def _commit(self, consumer: Any, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
-        offsets = {tp: recs[-1].offset + 1 for tp, recs in batches.items() if recs}
-        try:
-            await consumer.commit(offsets)
-        except (CommitFailedError, KafkaError) as exc:
-            # Partitions moved to another worker: it will redeliver, and the unique keys
-            # make the repeat harmless.
-            log.warning("offset commit failed; records will be redelivered", error=repr(exc))
+    def _commit_soon(self, consumer: Any, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        """Commit the offsets of a recorded batch without waiting for Kafka: the next batch is
+        fetched and recorded meanwhile. Offsets recorded while a commit is in flight go in
+        the next one."""
+        for tp, recs in batches.items():
+            if recs:
+                self._offsets[tp] = recs[-1].offset + 1
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_pending(consumer), name="worker.commit")
+
+    async def _commit_pending(self, consumer: Any) -> None:
+        while self._offsets:
+            offsets, self._offsets = self._offsets, {}
+            try:
+                await consumer.commit(offsets)
+            except (CommitFailedError, KafkaError) as exc:
+                # Partitions moved to another worker: it will redeliver, and the unique keys
+                # make the repeat harmless.
+                log.warning("offset commit failed; records will be redelivered", error=repr(exc))
+            except Exception as exc:  # noqa: BLE001 - a lost commit is a redelivery, not a stop
+                log.warning("offset commit failed; records will be redelivered", error=repr(exc))
 
     async def _process(self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]], producer: Any) -> bool:
         decoded: list[tuple[ConsumerRecord[bytes, bytes], AcceptedEvent]] = []
