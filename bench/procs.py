@@ -69,6 +69,9 @@ class Watched:
     rss_max: float = 0.0
     rss: list[float] = field(default_factory=list)
 
+    def alive(self) -> bool:
+        return Path(f"/proc/{self.pid}").exists()
+
     def pids(self) -> list[int]:
         return tree_pids(self.pid) if self.tree else [self.pid]
 

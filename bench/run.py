@@ -28,6 +28,8 @@ from bench.procs import REPO, Components, Watched, service_pid
 from bench.stats import summary
 from core import db, kafka
 from core.mosquitto_passwords import hash_password
+from core.mqtt import MqttError
+from core.platform_mqtt import platform_client
 from core.settings import Settings
 from dispatch.credentials import sync_broker_credentials
 from dispatch.demo_city import seed, units
@@ -105,6 +107,10 @@ async def prepare(base: Settings, n_devices: int, tag: str) -> Settings:
     return settings
 
 
+class BenchAborted(Exception):
+    """A service or component died mid-run: stop, rather than report a broken system's figures."""
+
+
 class Resolver:
     """Officers who close every incident as soon as it was notified, so a device is free to
     open a new incident with its next press (alarms latch otherwise)."""
@@ -155,6 +161,9 @@ async def run_step(
         return not alarm or sum(1 for e in ids if e in probe.notified_ms) >= res.acked
 
     drain = await wait_until(drained, drain_s)
+    dead = [f"{w.name} (pid {w.pid})" for w in watched if not w.alive()]
+    if dead:
+        raise BenchAborted(f"{', '.join(dead)} died during step {tag}: the figures from here on would be wrong")
     sampler.cancel()
     await asyncio.gather(sampler, return_exceptions=True)
     recorded = await count_recorded(pool, tag)
@@ -205,6 +214,7 @@ def held(step: dict[str, Any]) -> bool:
     return (
         step["achieved_rate"] >= 0.95 * step["rate"]
         and step["publish_errors"] == 0
+        and step["acked_by_broker"] == step["sent"]
         and step["lost"] == 0
         and step["drain_s"] >= 0
         and (n is None or (n["n"] == step["acked_by_broker"] and n["p99"] is not None and n["p99"] < 1000))
@@ -330,7 +340,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 drain_s=p["drain_s"],
             )
             step["held"] = (
-                step["achieved_rate"] >= 0.95 * hb_rate and step["lost"] == 0 and 0 <= step["drain_s"] <= p["hb_step_s"]
+                step["achieved_rate"] >= 0.95 * hb_rate
+                and step["publish_errors"] == 0
+                and step["acked_by_broker"] == step["sent"]
+                and step["lost"] == 0
+                and 0 <= step["drain_s"] <= p["hb_step_s"]
             )
             hb_steps.append(step)
             say(f"  {hb_rate}/s: achieved {step['achieved_rate']}, lost {step['lost']}, drain {step['drain_s']} s")
@@ -360,8 +374,22 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         await fleet.close()
         results["components_alive_at_end"] = comps.alive()
         comps.stop()
+        await discard_gateway_session(settings)
         await pool.close()
     return results
+
+
+async def discard_gateway_session(settings: Settings) -> None:
+    """End the run's gateway session now (a clean start under its client id) instead of
+    leaving the broker to expire it: Mosquitto 2.0.11 has crashed at a session's expiry in
+    the middle of the next run (a general protection fault, seen in the kernel log)."""
+    client = platform_client(settings, client_id=f"pingan-gw-{settings.instance_id}", name="bench.discard")
+    try:
+        await client.start(timeout=10)
+    except (MqttError, TimeoutError) as exc:
+        say(f"could not discard the gateway's MQTT session: {exc!r}")
+    finally:
+        await client.stop()
 
 
 async def generator_ceiling(fleet: LeanFleet, duration: float) -> float:
@@ -492,7 +520,11 @@ def main() -> int:
     from core.logging import configure
 
     configure("warning")
-    results = asyncio.run(main_async(args))
+    try:
+        results = asyncio.run(main_async(args))
+    except BenchAborted as exc:
+        print(f"\nbenchmark aborted: {exc}", file=sys.stderr)
+        return 1
     out_dir = REPO / "artifacts" / "bench"
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"results-{results['mode']}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}.json"
