@@ -87,7 +87,12 @@ class Settings:
     alarm_min_interval_s: float = 1.0
     """Beyond its rate a device still gets one alarm (and one cancel) of each type through
     this often; its heartbeats and maintenance events are refused (reason rate_limited)."""
-    device_cache_ttl_s: float = 30.0
+    device_cache_ttl_s: float = 300.0
+    """How long a gateway trusts a cached device lookup. A change that matters (deactivated,
+    new password, moved, deleted) reaches the gateways at once through NOTIFY pingan_devices,
+    and a gateway whose listening connection was lost drops its whole cache; this only bounds
+    a change missed anyway. Longer means fewer registry reads on the alarm path: a panic
+    button presses rarely, and with 30 s most presses paid a lookup before Kafka."""
     worker_batch_max: int = 500
     notifier_batch_max: int = 200
     poll_interval_s: float = 1.0

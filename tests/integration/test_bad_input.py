@@ -352,7 +352,7 @@ async def test_a_deactivated_device_is_refused_with_its_reason(env, pipeline, in
     auth = basic(dev.device_id, dev.password)
     url = f"/api/v1/devices/{dev.device_id}/events"
     try:
-        # Active: accepted over both ways in (and now in the gateways' caches, for 30 s).
+        # Active: accepted over both ways in (and now in the gateways' caches, for minutes).
         first = event_payload(dev.device_id, "device.heartbeat", seq=1)
         await client.client.publish(topics.device_events(dev.device_id), orjson.dumps(first))
         await wait_until(lambda: env.pool.fetchval("SELECT id FROM events WHERE event_id = $1", first["event_id"]))
