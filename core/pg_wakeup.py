@@ -59,6 +59,10 @@ class Wakeup:
             await asyncio.wait_for(self._event.wait(), timeout)
         self._event.clear()
 
+    def set(self) -> None:
+        """Wake the waiting loop as a notification would (for a writer in the same process)."""
+        self._event.set()
+
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         self._event.set()
         if self._on_payload is not None:

@@ -44,7 +44,22 @@ def build(names: tuple[str, ...], settings: Settings, pool: asyncpg.Pool[Any]) -
     for name in names:
         for cls in COMPONENTS[name]:
             out.append(cls(settings, pool))
+    wire_local_notifier(out, settings, pool)
     return out
+
+
+def wire_local_notifier(comps: list[Component], settings: Settings, pool: asyncpg.Pool[Any]) -> None:
+    """A worker hands the notifications it queued to a notifier in its own process: the
+    notifier component when it runs here too, else one of its own ("worker-notifier")."""
+    workers = [c for c in comps if isinstance(c, EscalationWorker)]
+    if not workers:
+        return
+    notifier = next((c for c in comps if isinstance(c, Notifier)), None)
+    if notifier is None:
+        notifier = Notifier(settings, pool, role="worker-notifier")
+        comps.append(notifier)
+    for w in workers:
+        w.deliver_with(notifier)
 
 
 async def check_schema(pool: asyncpg.Pool[Any]) -> None:

@@ -139,7 +139,7 @@ SELECT k.key,
 
 
 # The new incidents' timeline entries, notifications and outbox rows, and the wake-ups of the
-# notifier and the relay, in one statement (timeline and outbox rows keep the given order).
+# notifiers ($18) and the relay, in one statement (timeline and outbox rows keep the given order).
 _EFFECTS = """
 WITH timeline AS (
     INSERT INTO incident_timeline (incident_id, at, kind, actor, event_row_id, detail)
@@ -158,7 +158,7 @@ WITH timeline AS (
            WITH ORDINALITY AS o(destination, topic, key, payload, ord)
      ORDER BY o.ord
 )
-SELECT pg_notify('pingan_notifications', ''), pg_notify('pingan_outbox', '')
+SELECT CASE WHEN $18::bool THEN pg_notify('pingan_notifications', '') END, pg_notify('pingan_outbox', '')
 """
 
 
@@ -185,6 +185,10 @@ class _Open:
 class BatchRecorder:
     def __init__(self, store: IncidentStore) -> None:
         self.store = store
+        # NOTIFY the notifiers of the notifications queued; off when the worker hands them to a
+        # notifier in its own process after the commit (the other notifiers then find them by
+        # their poll, should this process die first).
+        self.notify_notifiers = True
 
     async def record(
         self, conn: asyncpg.Connection[Any], batch: list[tuple[AcceptedEvent, int | None, int | None]]
@@ -438,5 +442,6 @@ class BatchRecorder:
                 *zip(*[(t[0], t[1], t[2], t[3], t[4], orjson.dumps(t[5]).decode()) for t in timeline], strict=True),
                 *(zip(*queued, strict=True) if queued else [[]] * 7),
                 *zip(*outbox, strict=True),
+                self.notify_notifiers,
             )
         return beaten

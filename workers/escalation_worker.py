@@ -29,6 +29,7 @@ from core.timeutil import utcnow
 from schemas.messages import AcceptedEvent, Ingress, RejectedInput, RejectReason
 from workers.batch_recorder import BatchRecorder
 from workers.incident_store import Correlation, IncidentStore, Outcome
+from workers.notifier import Notifier
 
 log = structlog.get_logger(__name__)
 
@@ -55,6 +56,15 @@ class EscalationWorker(Component):
         self.ready = asyncio.Event()
         self._offsets: dict[TopicPartition, int] = {}  # recorded, not yet committed to Kafka
         self._committer: asyncio.Task[None] | None = None
+        self._local_notifier: Notifier | None = None
+
+    def deliver_with(self, notifier: Notifier) -> None:
+        """Hand the notifications of each committed batch to `notifier`, a notifier in this
+        process, instead of NOTIFYing every notifier through Postgres: the officer's page goes
+        out without another process to wake. Should this process die between the commit and
+        the delivery, the other notifiers find the rows by their poll."""
+        self._local_notifier = notifier
+        self.batch.notify_notifiers = False
 
     async def run(self) -> None:
         consumer = kafka.consumer(
@@ -135,6 +145,10 @@ class EscalationWorker(Component):
                     return False
                 delay = min(delay * 2, 5.0)
         self._count(outcome)
+        if self._local_notifier is not None and (
+            outcome.incidents_opened or outcome.incidents_joined or outcome.majors_opened or outcome.cancels
+        ):
+            self._local_notifier.kick()
         return True
 
     async def _record_batch(self, decoded: list[tuple[ConsumerRecord[bytes, bytes], AcceptedEvent]]) -> Outcome:

@@ -91,21 +91,31 @@ RETURNING incident_id, case_number, status, priority, level, device_id, grid_cod
 class Notifier(Component):
     name = "notifier"
 
-    def __init__(self, settings: Settings, pool: asyncpg.Pool[Any]) -> None:
+    def __init__(self, settings: Settings, pool: asyncpg.Pool[Any], *, role: str = "notifier") -> None:
+        """`role` names its MQTT client (one client id per process): "notifier" for the
+        component, "worker-notifier" for the one a worker runs beside it."""
         super().__init__()
         self.settings = settings
         self.pool = pool
+        self.role = role
         self.kafka_topics = KafkaTopics(settings.kafka_topic_prefix)
-        self.counters = Counters("notifier")
+        self.counters = Counters(role)
         self.ready = asyncio.Event()
+        self._wakeup: Wakeup | None = None
+
+    def kick(self) -> None:
+        """Claim now: called by a worker in the same process right after it committed
+        notifications (no NOTIFY round trip through Postgres, no other process to wake)."""
+        if self._wakeup is not None:
+            self._wakeup.set()
 
     async def run(self) -> None:
         mqtt = platform_client(
             self.settings,
-            client_id=f"pingan-notifier-{self.settings.instance_id}",
-            name="notifier.mqtt",
+            client_id=f"pingan-{self.role}-{self.settings.instance_id}",
+            name=f"{self.role}.mqtt",
         )
-        wakeup = Wakeup(
+        wakeup = self._wakeup = Wakeup(
             self.settings.database_url, "pingan_notifications", timeout_s=self.settings.db_command_timeout_s
         )
         await mqtt.start()

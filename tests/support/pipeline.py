@@ -12,6 +12,7 @@ from core import kafka
 from core.lifecycle import Component, supervise
 from core.settings import Settings
 from dispatch.api.app import ApiServer
+from dispatch.components import wire_local_notifier
 from gateways.http_ingest import HttpIngest
 from gateways.mqtt_gateway import MqttGateway
 from gateways.officer_actions_gateway import OfficerActionsGateway
@@ -66,6 +67,7 @@ class Pipeline:
         if "timer" in names:
             self.timer = EscalationTimer(settings, pool)
             self.components.append(self.timer)
+        wire_local_notifier(self.components, settings, pool)  # as `dispatch` runs them
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
