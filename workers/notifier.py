@@ -55,18 +55,38 @@ UPDATE notifications SET status = 'sent', sent_at = $2, attempts = attempts + 1,
  WHERE id = ANY($1::bigint[])
 """
 
-# The incidents whose first notifications went out, locked in one order (two notifiers, or a
-# notifier and a worker, never wait on each other in a cycle).
-_LOCK_INCIDENTS = """
-SELECT incident_id FROM incidents WHERE incident_id = ANY($1::uuid[]) ORDER BY incident_id FOR UPDATE
+# On each incident whose notifications went out: who was notified (timeline), and the first
+# time, that it is notified. The incidents are locked in one order first (two notifiers, or a
+# notifier and a worker, never wait on each other in a cycle). One statement.
+_SENT_RECORD = """
+WITH locked AS (
+    SELECT incident_id FROM incidents WHERE incident_id = ANY($1::uuid[]) ORDER BY incident_id FOR UPDATE
+), timeline AS (
+    INSERT INTO incident_timeline (incident_id, kind, actor, detail)
+    SELECT v.incident_id, 'notifications_sent', 'system:notifier',
+           jsonb_build_object('officers', v.officers::jsonb, 'channel', 'mqtt')
+      FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS v(incident_id, officers, ord)
+     WHERE (SELECT count(*) FROM locked) >= 0  -- after the locks: the rows' own FK checks come last
+     ORDER BY v.ord
+)
+UPDATE incidents i
+   SET first_notified_at = COALESCE(i.first_notified_at, $3),
+       status = CASE WHEN i.status = 'opened' THEN 'notified' ELSE i.status END,
+       version = i.version + 1,
+       updated_at = clock_timestamp()
+  FROM locked l
+ WHERE i.incident_id = l.incident_id
+RETURNING i.incident_id, i.case_number, i.status, i.priority, i.level, i.device_id, i.grid_code, i.version
 """
 
-_SENT_TIMELINE = """
-INSERT INTO incident_timeline (incident_id, kind, actor, detail)
-SELECT v.incident_id, 'notifications_sent', 'system:notifier',
-       jsonb_build_object('officers', v.officers::jsonb, 'channel', 'mqtt')
-  FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS v(incident_id, officers, ord)
- ORDER BY v.ord
+_UPDATES_OUT = """
+WITH rows AS (
+    INSERT INTO outbox (destination, topic, key, payload)
+    SELECT 'kafka', o.topic, o.key, o.payload
+      FROM unnest($1::text[], $2::text[], $3::bytea[]) WITH ORDINALITY AS o(topic, key, payload, ord)
+     ORDER BY o.ord
+)
+SELECT pg_notify('pingan_outbox', '')
 """
 
 _RETRY = """
@@ -75,16 +95,6 @@ UPDATE notifications
        status = CASE WHEN attempts + 1 >= $4 THEN 'failed' ELSE 'pending' END,
        next_attempt_at = clock_timestamp() + $3::interval
  WHERE id = $1
-"""
-
-_FIRST_NOTIFIED = """
-UPDATE incidents
-   SET first_notified_at = COALESCE(first_notified_at, $2),
-       status = CASE WHEN status = 'opened' THEN 'notified' ELSE status END,
-       version = version + 1,
-       updated_at = clock_timestamp()
- WHERE incident_id = ANY($1::uuid[])
-RETURNING incident_id, case_number, status, priority, level, device_id, grid_code, version
 """
 
 
@@ -145,9 +155,7 @@ class Notifier(Component):
         """On each incident's record: who was notified, and (the first time) that it is notified,
         with an update for the live queue."""
         incidents = sorted(sent, key=str)
-        await conn.execute(_LOCK_INCIDENTS, incidents)
-        await conn.execute(_SENT_TIMELINE, incidents, [orjson.dumps(sent[i]).decode() for i in incidents])
-        rows = await conn.fetch(_FIRST_NOTIFIED, incidents, sent_at)
+        rows = await conn.fetch(_SENT_RECORD, incidents, [orjson.dumps(sent[i]).decode() for i in incidents], sent_at)
         updates = [
             (
                 self.kafka_topics.incident_updates,
@@ -169,10 +177,7 @@ class Notifier(Component):
             )
             for row in sorted(rows, key=lambda r: str(r["incident_id"]))
         ]
-        await conn.executemany(
-            "INSERT INTO outbox (destination, topic, key, payload) VALUES ('kafka', $1, $2, $3)", updates
-        )
-        await conn.execute("SELECT pg_notify('pingan_outbox', '')")
+        await conn.execute(_UPDATES_OUT, *([list(c) for c in zip(*updates, strict=True)] if updates else [[], [], []]))
 
     async def _deliver_batch(self, mqtt: MqttClient) -> bool:
         """Deliver one claimed batch; True when it was full (claim again at once). After a
