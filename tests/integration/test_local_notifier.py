@@ -5,6 +5,8 @@ commit), the notifier component still delivers them, by its poll."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -44,35 +46,45 @@ async def _listening(env: Any, got: list[str]) -> asyncpg.Connection[Any]:
     return conn
 
 
-async def test_the_officer_is_paged_without_a_notify_through_postgres(env) -> None:  # type: ignore[no-untyped-def]
-    # Polls 30 s apart and no NOTIFY: a page within 5 s can only come from the worker's kick.
-    pipeline = Pipeline(env.settings.replace(poll_interval_s=30.0), env.pool, names=("gateway", "worker"))
-    await pipeline.start()
-    notifies: list[str] = []
-    listener = await _listening(env, notifies)
+@contextlib.asynccontextmanager
+async def pressed(env: Any) -> AsyncIterator[tuple[dict[str, Any], Any]]:
+    """A new panic button pressed once, and the officer app of its grid cell listening:
+    yields the press and the officer's client."""
     dev = await env.add_device(GRID, "panic_button")
     device = await device_client(env.settings, dev.device_id, dev.password)
     officer = await platform_client(env.settings, topics.officer_notifications(GRID_OFFICER))
     try:
         body = event_payload(dev.device_id)
         await device.client.publish(topics.device_events(dev.device_id), orjson.dumps(body), qos=1)
-        _, note = await officer.wait_for(lambda n: n["event_id"] == body["event_id"], timeout=5)
-        assert note["kind"] == "incident_opened"
-
-        async def sent() -> bool:
-            status = await env.pool.fetchval(
-                "SELECT n.status FROM notifications n JOIN incidents i ON i.incident_id = n.incident_id "
-                "WHERE i.first_event_id = $1 AND n.officer_id = $2",
-                body["event_id"],
-                GRID_OFFICER,
-            )
-            return bool(status == "sent")
-
-        await wait_until(sent)  # recorded once the broker acknowledged the page
-        assert notifies == []  # the page went out with no NOTIFY on the notifiers' channel
+        yield body, officer
     finally:
         await device.close()
         await officer.close()
+
+
+async def test_the_officer_is_paged_without_a_notify_through_postgres(env) -> None:  # type: ignore[no-untyped-def]
+    # Polls 30 s apart and no NOTIFY: a page within 5 s can only come from the worker's kick.
+    pipeline = Pipeline(env.settings.replace(poll_interval_s=30.0), env.pool, names=("gateway", "worker"))
+    await pipeline.start()
+    notifies: list[str] = []
+    listener = await _listening(env, notifies)
+    try:
+        async with pressed(env) as (body, officer):
+            _, note = await officer.wait_for(lambda n: n["event_id"] == body["event_id"], timeout=5)
+            assert note["kind"] == "incident_opened"
+
+            async def sent() -> bool:
+                status = await env.pool.fetchval(
+                    "SELECT n.status FROM notifications n JOIN incidents i ON i.incident_id = n.incident_id "
+                    "WHERE i.first_event_id = $1 AND n.officer_id = $2",
+                    body["event_id"],
+                    GRID_OFFICER,
+                )
+                return bool(status == "sent")
+
+            await wait_until(sent)  # recorded once the broker acknowledged the page
+            assert notifies == []  # the page went out with no NOTIFY on the notifiers' channel
+    finally:
         await listener.close()
         await pipeline.stop()
 
@@ -85,39 +97,29 @@ async def test_notifications_a_worker_never_handed_over_are_delivered_by_the_not
     worker.deliver_with(gone)
     pipeline.components.append(worker)
     await pipeline.start()
-    dev = await env.add_device(GRID, "panic_button")
-    device = await device_client(env.settings, dev.device_id, dev.password)
-    officer = await platform_client(env.settings, topics.officer_notifications(GRID_OFFICER))
     try:
-        body = event_payload(dev.device_id)
-        await device.client.publish(topics.device_events(dev.device_id), orjson.dumps(body), qos=1)
+        async with pressed(env) as (body, officer):
 
-        async def queued() -> int:
-            return int(
-                await env.pool.fetchval(
-                    "SELECT count(*) FROM notifications n JOIN incidents i ON i.incident_id = n.incident_id "
-                    "WHERE i.first_event_id = $1 AND n.status = 'pending'",
-                    body["event_id"],
+            async def queued() -> int:
+                return int(
+                    await env.pool.fetchval(
+                        "SELECT count(*) FROM notifications n JOIN incidents i ON i.incident_id = n.incident_id "
+                        "WHERE i.first_event_id = $1 AND n.status = 'pending'",
+                        body["event_id"],
+                    )
                 )
-            )
 
-        for _ in range(100):
-            if await queued():
-                break
-            await asyncio.sleep(0.1)
-        assert await queued() > 0
-        await asyncio.sleep(1.0)
-        assert await queued() > 0  # nobody delivers them: the hand-over went nowhere
+            await wait_until(queued)
+            await asyncio.sleep(1.0)
+            assert await queued() > 0  # nobody delivers them: the hand-over went nowhere
 
-        notifier = Notifier(settings, env.pool)  # the notifier component, started afterwards
-        task = asyncio.create_task(notifier.run())
-        try:
-            _, note = await officer.wait_for(lambda n: n["event_id"] == body["event_id"], timeout=5)
-            assert note["kind"] == "incident_opened"
-        finally:
-            notifier.request_stop()
-            await task
+            notifier = Notifier(settings, env.pool)  # the notifier component, started afterwards
+            task = asyncio.create_task(notifier.run())
+            try:
+                _, note = await officer.wait_for(lambda n: n["event_id"] == body["event_id"], timeout=5)
+                assert note["kind"] == "incident_opened"
+            finally:
+                notifier.request_stop()
+                await task
     finally:
-        await device.close()
-        await officer.close()
         await pipeline.stop()
