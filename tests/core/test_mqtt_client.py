@@ -211,6 +211,18 @@ async def test_connection_refused_is_retriable(broker: MosquittoBroker) -> None:
 # --------------------------------------------------------------------------- sessions, acks
 
 
+async def assert_nothing_to_redeliver(
+    broker: MosquittoBroker, clients: AsyncExitStack, client_id: str, dev: MqttClient, topic: str
+) -> None:
+    """Resume `client_id`'s session and publish a marker: the broker sends queued and
+    unacknowledged messages first, so the marker comes first only if nothing is owed."""
+    gw = gateway_client(broker, client_id)
+    await started(clients, gw)
+    assert gw.session_present
+    await dev.publish(topic, b"marker", qos=1)
+    assert (await next_message(gw)).payload == b"marker"
+
+
 def gateway_client(broker: MosquittoBroker, client_id: str) -> MqttClient:
     return make_client(
         broker,
@@ -254,13 +266,8 @@ async def test_manual_ack_unacked_message_is_redelivered(broker: MosquittoBroker
     finally:
         await gw2.stop(clean=False)
 
-    gw3 = gateway_client(broker, client_id)
-    await started(clients, gw3)
-    assert gw3.session_present
-    await dev.publish(topic, b"marker", qos=1)
-    # The broker sends queued/unacked messages first: if alarm-1 were redelivered
-    # it would arrive before the marker.
-    assert (await next_message(gw3)).payload == b"marker"
+    # If alarm-1 were redelivered it would arrive before the marker.
+    await assert_nothing_to_redeliver(broker, clients, client_id, dev, topic)
 
 
 async def test_auto_ack_is_not_redelivered(broker: MosquittoBroker, clients: AsyncExitStack) -> None:
@@ -588,9 +595,5 @@ async def test_a_burst_of_publishes_and_acks_leaves_in_few_sends(
     finally:
         await gw.stop(clean=False)
 
-    # Every ack arrived: the session resumed holds nothing to redeliver before a new marker.
-    gw2 = gateway_client(broker, client_id)
-    await started(clients, gw2)
-    assert gw2.session_present
-    await dev.publish(topic, b"marker", qos=1)
-    assert (await next_message(gw2)).payload == b"marker"
+    # Every ack arrived.
+    await assert_nothing_to_redeliver(broker, clients, client_id, dev, topic)
