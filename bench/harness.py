@@ -9,6 +9,7 @@ import sys
 from datetime import UTC, datetime
 
 import asyncpg
+from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.procs import REPO
 
@@ -45,3 +46,19 @@ async def fresh_database(admin_dsn: str, prefix: str, tag: str) -> str:
     finally:
         await admin.close()
     return admin_dsn.rsplit("/", 1)[0] + "/" + name
+
+
+async def drop_old_kafka(bootstrap: str, prefix: str) -> None:
+    """Delete the earlier runs' topics named `<prefix>-*`: every run makes its own, and a broker
+    holding thousands of old partitions starts slowly (it loads them all before it serves). The
+    broker drops the committed offsets of a deleted topic, and with them the run's consumer group."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="pingan-cleanup", request_timeout_ms=30000)
+    await admin.start()
+    try:
+        old_topics = [t for t in await admin.list_topics() if t.startswith(prefix + "-")]
+        for i in range(0, len(old_topics), 100):
+            await admin.delete_topics(old_topics[i : i + 100], timeout_ms=30000)
+        if old_topics:
+            say(f"deleted the {len(old_topics)} topics of earlier runs")
+    finally:
+        await admin.close()

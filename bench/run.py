@@ -104,6 +104,7 @@ async def prepare(base: Settings, n_devices: int, tag: str) -> Settings:
         await sync_broker_credentials(conn, settings)
     finally:
         await conn.close()
+    await harness.drop_old_kafka(settings.kafka_bootstrap, "pingan-bench")
     await kafka.ensure_topics(settings)
     await asyncio.sleep(1.0)  # the broker reloads its password file
     return settings

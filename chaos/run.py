@@ -197,6 +197,7 @@ async def prepare(base: Settings, n_devices: int, tag: str) -> Settings:
         await short_policy(conn)
     finally:
         await conn.close()
+    await harness.drop_old_kafka(settings.kafka_bootstrap, "pingan-chaos")
     await kafka.ensure_topics(settings)
     await asyncio.sleep(1.0)  # the broker reloads its password file
     return settings
