@@ -9,7 +9,7 @@ officer actions of the API and the officer app.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import asyncpg
@@ -70,31 +70,18 @@ _INCIDENT_COLUMNS = """case_number, category, status, priority, level, level_ind
 _CASE_NUMBER = """substr({grid}, 1, 6) || '-' || to_char({opened} AT TIME ZONE 'UTC', 'YYYYMMDD') || '-'
           || lpad(nextval('case_number_seq')::text, 6, '0')"""
 
+
+def case_number_of(grid_code: str, opened_at: datetime, n: int) -> str:
+    """The case number `_CASE_NUMBER` makes of sequence value `n` (lpad cuts a longer number)."""
+    return f"{grid_code[:6]}-{opened_at.astimezone(UTC):%Y%m%d}-{str(n).rjust(6, '0')[:6]}"
+
+
 _INSERT = f"""
 INSERT INTO incidents ({_INCIDENT_COLUMNS})
 VALUES ({_CASE_NUMBER.format(grid="$7", opened="$12")},
         $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
 ON CONFLICT DO NOTHING
 RETURNING incident_id
-"""
-
-# Many ordinary incidents (one per device, not major) in one statement, in the given order;
-# a device that already has an open incident of the category is skipped (not returned).
-INSERT_MANY = f"""
-INSERT INTO incidents ({_INCIDENT_COLUMNS})
-SELECT {_CASE_NUMBER.format(grid="v.grid_code", opened="v.opened_at")},
-       v.category, v.status, v.priority, v.level, v.level_index, v.device_id, v.grid_code,
-       v.event_type, v.event_id, v.pressed_at, v.received_at, v.opened_at, v.policy::jsonb,
-       v.awaiting, v.deadline_at, v.remind_at, v.due_at, false, NULL
-  FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::int[], $6::text[], $7::text[],
-              $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[], $12::timestamptz[],
-              $13::text[], $14::text[], $15::timestamptz[], $16::timestamptz[], $17::timestamptz[])
-       WITH ORDINALITY AS v(category, status, priority, level, level_index, device_id, grid_code,
-                            event_type, event_id, pressed_at, received_at, opened_at, policy,
-                            awaiting, deadline_at, remind_at, due_at, ord)
- ORDER BY v.ord
-ON CONFLICT DO NOTHING
-RETURNING incident_id, case_number, device_id, category
 """
 
 # Officers on shift at the unit of `level_index` on the grid cell's path (0 = the grid cell).

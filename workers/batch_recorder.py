@@ -19,6 +19,7 @@ device's events takes the per-event path, so do its later events in the batch.
 
 from __future__ import annotations
 
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,7 +30,7 @@ import orjson
 
 from core.incident_model import LEVELS, IncidentState, Policy, open_incident
 from core.incident_service import (
-    INSERT_MANY,
+    case_number_of,
     policy_from_row,
     receipt_outbox_row,
     update_outbox_row,
@@ -71,24 +72,41 @@ WITH ins AS (
       FROM latest v
      WHERE d.device_id = v.device_id
     RETURNING d.device_id, d.grid_code, d.kind, d.address, d.building
+), locks AS (
+    -- One correlator per building or grid cell at a time, across workers: the correlation keys
+    -- of the devices that pressed an alarm ($14), locked in one order (no deadlock between two
+    -- workers' batches), before the next statement counts what is open there.
+    SELECT pg_advisory_xact_lock(h)
+      FROM (SELECT DISTINCT hashtext('correlate:' || CASE WHEN coalesce(t.building, '') <> ''
+                                                         THEN t.grid_code || '/' || t.building
+                                                         ELSE t.grid_code END) AS h
+              FROM touched t
+             WHERE t.device_id = ANY($14::text[])
+             ORDER BY 1) s
 )
 SELECT 'event' AS row_kind, id, device_id, event_id, NULL AS grid_code, NULL AS kind, NULL AS address,
        NULL AS building
   FROM ins
 UNION ALL
 SELECT 'device', NULL, device_id, NULL, grid_code, kind, address, building FROM touched
+UNION ALL
+SELECT 'locked', count(*), NULL, NULL, NULL, NULL, NULL, NULL FROM locks
 """
 
 # What the plan of a batch needs, in one statement: the open incidents of the pressing devices
-# (locked), the policy of each (grid cell, priority) as IncidentService's _POLICY finds it, and
-# the grid officers on shift of each grid cell as its _RESPONDERS finds them at level 0.
+# (locked), the policy of each (grid cell, priority) as IncidentService's _POLICY finds it, the
+# grid officers on shift of each grid cell as its _RESPONDERS finds them at level 0, per
+# correlation key its open major incident and how many devices of it have an open, recent alarm
+# incident of their own (see IncidentStore._correlate), and case numbers for the incidents the
+# batch may open (one per pressing device and category with nothing open).
 _PLAN_READS = """
 WITH open AS (
-    SELECT device_id, category
-      FROM incidents
-     WHERE closed_at IS NULL AND device_id = ANY($1::text[])
-       AND (device_id, category) IN (SELECT * FROM unnest($1::text[], $2::text[]))
-       FOR UPDATE
+    -- One lookup per pair in the one-open-per-device index, whatever the plan.
+    SELECT i.device_id, i.category
+      FROM (SELECT DISTINCT * FROM unnest($1::text[], $2::text[])) AS c(device_id, category)
+     CROSS JOIN LATERAL (SELECT i.device_id, i.category FROM incidents i
+                          WHERE i.device_id = c.device_id AND i.category = c.category AND i.closed_at IS NULL
+                            FOR UPDATE) i
 ), policies AS (
     SELECT q.grid_code, q.priority, p.unit_code, p.levels, p.cancel_grace_s
       FROM unnest($3::text[], $4::int[]) AS q(grid_code, priority)
@@ -102,63 +120,91 @@ WITH open AS (
             LIMIT 1) p
 ), officers AS (
     SELECT g.code AS grid_code, o.officer_id
-      FROM units g
-      JOIN officers o ON o.unit_code = g.path[array_length(g.path, 1)]
-     WHERE g.code = ANY($3::text[]) AND o.active AND o.role <> 'admin'
-       AND EXISTS (SELECT 1 FROM duty_shifts s WHERE s.officer_id = o.officer_id AND s.during @> $5::timestamptz)
+      FROM (SELECT DISTINCT unnest($3::text[])) AS q(code)
+      JOIN units g ON g.code = q.code
+     CROSS JOIN LATERAL (SELECT o.officer_id FROM officers o
+                          WHERE o.unit_code = g.path[array_length(g.path, 1)] AND o.active AND o.role <> 'admin'
+                            AND EXISTS (SELECT 1 FROM duty_shifts s
+                                         WHERE s.officer_id = o.officer_id AND s.during @> $5::timestamptz)) o
+), correlation AS (
+    SELECT k.key,
+           EXISTS (SELECT 1 FROM incidents m
+                    WHERE m.is_major AND m.closed_at IS NULL AND m.correlation_key = k.key) AS has_major,
+           (SELECT count(DISTINCT i.device_id)
+              FROM incidents i JOIN devices d ON d.device_id = i.device_id
+             WHERE i.category = 'alarm' AND i.closed_at IS NULL AND NOT i.is_major
+               AND i.grid_code = k.grid_code AND (k.building = '' OR d.building = k.building)
+               AND i.opened_at >= $9) AS devices
+      FROM unnest($6::text[], $7::text[], $8::text[]) AS k(key, grid_code, building)
+), cases AS (
+    SELECT nextval('case_number_seq') AS n
+      FROM generate_series(1, (SELECT count(DISTINCT (c.device_id, c.category))
+                                 FROM unnest($1::text[], $2::text[]) AS c(device_id, category)
+                                WHERE (c.device_id, c.category) NOT IN (SELECT * FROM open)))
 )
 SELECT 'open' AS row_kind, device_id AS a, category AS b, NULL::int AS priority, NULL::text AS unit_code,
-       NULL::jsonb AS levels, NULL::int AS cancel_grace_s
+       NULL::jsonb AS levels, NULL::int AS cancel_grace_s, NULL::bigint AS n
   FROM open
 UNION ALL
-SELECT 'policy', grid_code, NULL, priority, unit_code, levels, cancel_grace_s FROM policies
+SELECT 'policy', grid_code, NULL, priority, unit_code, levels, cancel_grace_s, NULL FROM policies
 UNION ALL
-SELECT 'officer', grid_code, officer_id, NULL, NULL, NULL, NULL FROM officers
-"""
-
-# One correlator per building or grid cell at a time, across workers: the keys of the batch,
-# locked in one order (no deadlock between two workers' batches).
-_LOCK_KEYS = """
-SELECT pg_advisory_xact_lock(h)
-  FROM (SELECT DISTINCT hashtext('correlate:' || k) AS h FROM unnest($1::text[]) AS k ORDER BY 1) s
-"""
-
-# Per correlation key: its open major incident, and how many devices of it have an open,
-# recent alarm incident of their own (see IncidentStore._correlate).
-_CORRELATION = """
-SELECT k.key,
-       EXISTS (SELECT 1 FROM incidents m
-                WHERE m.is_major AND m.closed_at IS NULL AND m.correlation_key = k.key) AS has_major,
-       (SELECT count(DISTINCT i.device_id)
-          FROM incidents i JOIN devices d ON d.device_id = i.device_id
-         WHERE i.category = 'alarm' AND i.closed_at IS NULL AND NOT i.is_major
-           AND i.grid_code = k.grid_code AND (k.building = '' OR d.building = k.building)
-           AND i.opened_at >= $4) AS devices
-  FROM unnest($1::text[], $2::text[], $3::text[]) AS k(key, grid_code, building)
+SELECT 'officer', grid_code, officer_id, NULL, NULL, NULL, NULL, NULL FROM officers
+UNION ALL
+SELECT 'correlation', key, NULL, has_major::int, NULL, NULL, NULL, devices FROM correlation
+UNION ALL
+SELECT 'case', NULL, NULL, NULL, NULL, NULL, NULL, n FROM cases
 """
 
 
-# The new incidents' timeline entries, notifications and outbox rows, and the wake-ups of the
-# notifiers ($18) and the relay, in one statement (timeline and outbox rows keep the given order).
-_EFFECTS = """
-WITH timeline AS (
+# The new incidents (their ids and case numbers chosen by the plan) with their timeline entries,
+# notifications and outbox rows, and the wake-ups of the notifiers ($38) and the relay, in one
+# statement. An incident another transaction beat us to (its device has an open incident of the
+# category now) is skipped with everything of it: the incidents inserted are returned. Timeline
+# and outbox rows keep the given order.
+_OPEN_MANY = """
+WITH ins AS (
+    INSERT INTO incidents (incident_id, case_number, category, status, priority, level, level_index,
+                           device_id, grid_code, event_type, first_event_id, pressed_at, received_at,
+                           opened_at, policy, awaiting, deadline_at, remind_at, due_at, is_major,
+                           correlation_key)
+    SELECT v.incident_id, v.case_number, v.category, v.status, v.priority, v.level, v.level_index,
+           v.device_id, v.grid_code, v.event_type, v.event_id, v.pressed_at, v.received_at, v.opened_at,
+           v.policy::jsonb, v.awaiting, v.deadline_at, v.remind_at, v.due_at, false, NULL
+      FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[], $7::int[],
+                  $8::text[], $9::text[], $10::text[], $11::text[], $12::timestamptz[], $13::timestamptz[],
+                  $14::timestamptz[], $15::text[], $16::text[], $17::timestamptz[], $18::timestamptz[],
+                  $19::timestamptz[])
+           WITH ORDINALITY AS v(incident_id, case_number, category, status, priority, level, level_index,
+                                device_id, grid_code, event_type, event_id, pressed_at, received_at,
+                                opened_at, policy, awaiting, deadline_at, remind_at, due_at, ord)
+     ORDER BY v.ord
+    ON CONFLICT DO NOTHING
+    RETURNING incident_id
+), timeline AS (
     INSERT INTO incident_timeline (incident_id, at, kind, actor, event_row_id, detail)
     SELECT t.incident_id, t.at, t.kind, t.actor, t.event_row_id, t.detail::jsonb
-      FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::bigint[], $6::text[])
+      FROM unnest($20::uuid[], $21::timestamptz[], $22::text[], $23::text[], $24::bigint[], $25::text[])
            WITH ORDINALITY AS t(incident_id, at, kind, actor, event_row_id, detail, ord)
+     WHERE t.incident_id IN (SELECT incident_id FROM ins)
      ORDER BY t.ord
 ), queued AS (
     INSERT INTO notifications (incident_id, officer_id, kind, level, reason, dedupe_key, incident_version)
-    SELECT * FROM unnest($7::uuid[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::int[])
+    SELECT q.* FROM unnest($26::uuid[], $27::text[], $28::text[], $29::text[], $30::text[], $31::text[], $32::int[])
+                    AS q(incident_id, officer_id, kind, level, reason, dedupe_key, incident_version)
+     WHERE q.incident_id IN (SELECT incident_id FROM ins)
     ON CONFLICT (dedupe_key) DO NOTHING
 ), outbox AS (
     INSERT INTO outbox (destination, topic, key, payload)
     SELECT o.destination, o.topic, o.key, o.payload
-      FROM unnest($14::text[], $15::text[], $16::text[], $17::bytea[])
-           WITH ORDINALITY AS o(destination, topic, key, payload, ord)
+      FROM unnest($33::uuid[], $34::text[], $35::text[], $36::text[], $37::bytea[])
+           WITH ORDINALITY AS o(incident_id, destination, topic, key, payload, ord)
+     WHERE o.incident_id IN (SELECT incident_id FROM ins)
      ORDER BY o.ord
 )
-SELECT CASE WHEN $18::bool THEN pg_notify('pingan_notifications', '') END, pg_notify('pingan_outbox', '')
+SELECT incident_id,
+       CASE WHEN $38::bool THEN pg_notify('pingan_notifications', '') END AS n,
+       pg_notify('pingan_outbox', '') AS o
+  FROM ins
 """
 
 
@@ -203,9 +249,9 @@ class BatchRecorder:
         if not acting:
             return out
         now = self.store.clock()
-        fast, slow = await self._plan(conn, acting, devices, now)
+        fast, slow, cases = await self._plan(conn, acting, devices, now)
         if fast:
-            skipped = await self._open_many(conn, fast, now, out)
+            skipped = await self._open_many(conn, fast, cases, now, out)
             slow.extend(skipped)
         for it in sorted(slow, key=lambda it: it.index):
             assert it.row_id is not None
@@ -242,12 +288,13 @@ class BatchRecorder:
                 strict=True,
             ):
                 col.append(value)
+        alarming = sorted({it.ev.device_id for it in items if type(it.ev).category is Category.ALARM})
         ids: dict[tuple[str, str], int] = {}
         devices: dict[str, Any] = {}
-        for r in await conn.fetch(_RECORD_EVENTS, *cols):
+        for r in await conn.fetch(_RECORD_EVENTS, *cols, alarming):
             if r["row_kind"] == "event":
                 ids[(r["device_id"], r["event_id"])] = r["id"]
-            else:
+            elif r["row_kind"] == "device":
                 devices[r["device_id"]] = r
         new = []
         for it in items:
@@ -261,37 +308,54 @@ class BatchRecorder:
 
     async def _plan(
         self, conn: asyncpg.Connection[Any], acting: list[_Item], devices: dict[str, Any], now: datetime
-    ) -> tuple[list[_Open], list[_Item]]:
+    ) -> tuple[list[_Open], list[_Item], list[int]]:
+        """Which items open an incident on the fast path (the rest take the per-event path), and
+        the case numbers (sequence values) reserved for them."""
         candidates = [it for it in acting if type(it.ev).category in (Category.ALARM, Category.MAINTENANCE)]
+        if not candidates:
+            return [], list(acting), []
         wanted = sorted({(devices[it.ev.device_id]["grid_code"], type(it.ev).priority) for it in candidates})
+        # Every alarm's correlation key (locked by _RECORD_EVENTS): those of devices with an open
+        # alarm are counted too, and not used.
+        grid_of: dict[str, tuple[str, str]] = {}
+        for it in candidates:
+            if type(it.ev).category is Category.ALARM:
+                d = devices[it.ev.device_id]
+                grid_of.setdefault(correlation_key(d), (d["grid_code"], d["building"] or ""))
+        keys = sorted(grid_of)
         open_pairs: set[tuple[str, str]] = set()
         found: dict[tuple[str, int], Any] = {}
         officers: dict[str, list[str]] = defaultdict(list)
-        if candidates:
-            rows = await conn.fetch(
-                _PLAN_READS,
-                [it.ev.device_id for it in candidates],
-                [type(it.ev).category.value for it in candidates],
-                [g for g, _ in wanted],
-                [p for _, p in wanted],
-                now,
-            )
-            for r in rows:
-                if r["row_kind"] == "open":
-                    open_pairs.add((r["a"], r["b"]))
-                elif r["row_kind"] == "policy":
-                    found[(r["a"], r["priority"])] = r
-                else:
-                    officers[r["a"]].append(r["b"])
+        correlating: dict[str, tuple[bool, int]] = {}
+        cases: list[int] = []
+        rows = await conn.fetch(
+            _PLAN_READS,
+            [it.ev.device_id for it in candidates],
+            [type(it.ev).category.value for it in candidates],
+            [g for g, _ in wanted],
+            [p for _, p in wanted],
+            now,
+            keys,
+            [grid_of[k][0] for k in keys],
+            [grid_of[k][1] for k in keys],
+            now - self.store.correlation.window,
+        )
+        for r in rows:
+            kind = r["row_kind"]
+            if kind == "open":
+                open_pairs.add((r["a"], r["b"]))
+            elif kind == "policy":
+                found[(r["a"], r["priority"])] = r
+            elif kind == "officer":
+                officers[r["a"]].append(r["b"])
+            elif kind == "correlation":
+                correlating[r["a"]] = (bool(r["priority"]), r["n"])
+            else:
+                cases.append(r["n"])
+        cases.sort()
         for on_shift in officers.values():
             on_shift.sort()
         policies = {(g, p): policy_from_row(p, found.get((g, p))) for g, p in wanted}
-        alarm_keys = {
-            correlation_key(devices[it.ev.device_id])
-            for it in candidates
-            if type(it.ev).category is Category.ALARM and (it.ev.device_id, "alarm") not in open_pairs
-        }
-        correlating = await self._correlation(conn, alarm_keys, devices, now)
 
         threshold = self.store.correlation.threshold
         fast: list[_Open] = []
@@ -321,41 +385,31 @@ class BatchRecorder:
                     continue
             slow.append(it)
             slow_devices.add(ev.device_id)
-        return fast, slow
-
-    async def _correlation(
-        self, conn: asyncpg.Connection[Any], keys: set[str], devices: dict[str, Any], now: datetime
-    ) -> dict[str, tuple[bool, int]]:
-        if not keys:
-            return {}
-        ordered = sorted(keys)
-        await conn.execute(_LOCK_KEYS, ordered)
-        grid_of: dict[str, tuple[str, str]] = {}
-        for d in devices.values():
-            grid_of.setdefault(correlation_key(d), (d["grid_code"], d["building"] or ""))
-        rows = await conn.fetch(
-            _CORRELATION,
-            ordered,
-            [grid_of[k][0] for k in ordered],
-            [grid_of[k][1] for k in ordered],
-            now - self.store.correlation.window,
-        )
-        return {r["key"]: (r["has_major"], r["devices"]) for r in rows}
+        return fast, slow, cases
 
     # ------------------------------------------------------------ the fast path's writes
 
     async def _open_many(
-        self, conn: asyncpg.Connection[Any], fast: list[_Open], now: datetime, out: Outcome
+        self, conn: asyncpg.Connection[Any], fast: list[_Open], cases: list[int], now: datetime, out: Outcome
     ) -> list[_Item]:
         """Open one incident per planned item, with its timeline, notifications and outbox rows
-        (what IncidentService.open does for one). Returns the items another transaction beat
-        us to (their device has an open incident now): they take the per-event path."""
-        cols: list[list[Any]] = [[] for _ in range(17)]
-        for o in fast:
+        (what IncidentService.open does for one), in one statement. Returns the items another
+        transaction beat us to (their device has an open incident now): they take the per-event
+        path."""
+        incidents: list[tuple[Any, ...]] = []
+        timeline: list[tuple[Any, ...]] = []
+        queued: list[tuple[Any, ...]] = []
+        outbox: list[tuple[Any, ...]] = []
+        if len(cases) < len(fast):  # the plan reserves one per device and category with nothing open
+            raise RuntimeError(f"{len(fast)} incidents to open, {len(cases)} case numbers reserved")
+        for o, n in zip(fast, cases, strict=False):
             ev, s = o.item.ev, o.state
-            for col, value in zip(
-                cols,
+            incident_id = uuid.uuid4()
+            case_number = case_number_of(o.device["grid_code"], now, n)
+            incidents.append(
                 (
+                    incident_id,
+                    case_number,
                     type(ev).category.value,
                     s.status,
                     ev.priority,
@@ -373,20 +427,8 @@ class BatchRecorder:
                     s.deadline_at,
                     s.remind_at,
                     s.due_at,
-                ),
-                strict=True,
-            ):
-                col.append(value)
-        rows = await conn.fetch(INSERT_MANY, *cols)
-        opened = {(r["device_id"], r["category"]): r for r in rows}
-        timeline, queued, outbox, beaten = [], [], [], []
-        for o in fast:
-            ev, s = o.item.ev, o.state
-            r = opened.get((ev.device_id, type(ev).category.value))
-            if r is None:
-                beaten.append(o.item)
-                continue
-            incident_id, case_number = r["incident_id"], r["case_number"]
+                )
+            )
             level = LEVELS[s.level_index]
             detail = {"event_id": ev.event_id, "type": ev.type, "priority": ev.priority, "level": s.level}
             timeline.append(
@@ -396,7 +438,7 @@ class BatchRecorder:
                     "opened",
                     f"device:{ev.device_id}",
                     o.item.row_id,
-                    detail | {"policy": o.policy.source},
+                    orjson.dumps(detail | {"policy": o.policy.source}).decode(),
                 )
             )
             queued.extend(
@@ -418,11 +460,18 @@ class BatchRecorder:
                     "notifications_queued",
                     "system:dispatch",
                     None,
-                    {"officers": o.officers, "kind": "incident_opened", "level": level, "reason": o.reason},
+                    orjson.dumps(
+                        {"officers": o.officers, "kind": "incident_opened", "level": level, "reason": o.reason}
+                    ).decode(),
                 )
             )
             outbox.append(
-                receipt_outbox_row(ev.device_id, ev.event_id, incident_id, case_number, "incident_opened", None, now)
+                (
+                    incident_id,
+                    *receipt_outbox_row(
+                        ev.device_id, ev.event_id, incident_id, case_number, "incident_opened", None, now
+                    ),
+                )
             )
             row = {
                 "incident_id": incident_id,
@@ -433,15 +482,26 @@ class BatchRecorder:
                 "first_event_id": ev.event_id,
                 "event_type": ev.type,
             }
-            outbox.append(update_outbox_row(self.store.topics, row, s, "opened", now))
-            out.incidents_opened += 1
-            out.incident_ids.append(str(incident_id))
-        if timeline:
-            await conn.execute(
-                _EFFECTS,
-                *zip(*[(t[0], t[1], t[2], t[3], t[4], orjson.dumps(t[5]).decode()) for t in timeline], strict=True),
-                *(zip(*queued, strict=True) if queued else [[]] * 7),
-                *zip(*outbox, strict=True),
-                self.notify_notifiers,
-            )
+            outbox.append((incident_id, *update_outbox_row(self.store.topics, row, s, "opened", now)))
+        rows = await conn.fetch(
+            _OPEN_MANY,
+            *_columns(incidents, 19),
+            *_columns(timeline, 6),
+            *_columns(queued, 7),
+            *_columns(outbox, 5),
+            self.notify_notifiers,
+        )
+        inserted = {r["incident_id"] for r in rows}
+        beaten = []
+        for o, inc in zip(fast, incidents, strict=True):
+            if inc[0] in inserted:
+                out.incidents_opened += 1
+                out.incident_ids.append(str(inc[0]))
+            else:
+                beaten.append(o.item)
         return beaten
+
+
+def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows as `width` column lists (the arrays an unnest takes)."""
+    return [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]

@@ -12,7 +12,7 @@ same.
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core import kafka
+from core.incident_service import _CASE_NUMBER, case_number_of
 from core.timeutil import utcnow
 from schemas.events import event_class
 from schemas.messages import AcceptedEvent, Ingress
@@ -92,12 +93,14 @@ def make_batch(steps: list[tuple[int, int, bool]], clock: FixedClock) -> list[Ac
 async def snapshot(conn: Any, device_ids: list[str], outbox_from: int) -> dict[str, Any]:
     incidents = await conn.fetch(
         "SELECT incident_id, device_id, category, status, level, level_index, priority, event_count, is_major, "
-        "major_id, first_event_id, awaiting, deadline_at, remind_at, correlation_key, policy, pressed_at "
+        "major_id, first_event_id, awaiting, deadline_at, remind_at, correlation_key, policy, pressed_at, case_number "
         "FROM incidents WHERE device_id = ANY($1) OR correlation_key IS NOT NULL ORDER BY first_event_id, is_major",
         device_ids,
     )
     # Incidents are named by their first event (uuids and case numbers differ between runs).
     name = {r["incident_id"]: f"{r['first_event_id']}{'/major' if r['is_major'] else ''}" for r in incidents}
+    # A case number is the district, the day and a sequence number: the same but for the number.
+    case_of = {r["case_number"]: f"{r['case_number'][:16]}n of {name[r['incident_id']]}" for r in incidents}
 
     def named(v: Any) -> Any:
         if isinstance(v, str):
@@ -123,7 +126,8 @@ async def snapshot(conn: Any, device_ids: list[str], outbox_from: int) -> dict[s
     per_stream: dict[str, list[str]] = {}  # what each device and each incident's watchers see, in order
     for r in outbox:
         payload = orjson.loads(r["payload"])
-        payload.pop("case_number", None)
+        if "case_number" in payload:  # the incident's own, or it stays as it is (and differs)
+            payload["case_number"] = case_of.get(payload["case_number"], payload["case_number"])
         per_stream.setdefault(named(r["key"] or r["topic"]), []).append(js(payload))
     events = await conn.fetch(
         "SELECT device_id, event_id, seq, battery, occurred_at, clock_offset_s FROM events WHERE device_id = ANY($1) "
@@ -142,7 +146,12 @@ async def snapshot(conn: Any, device_ids: list[str], outbox_from: int) -> dict[s
             (
                 name[r["incident_id"]],
                 name.get(r["major_id"]),
-                *(js(r[k]) if k == "policy" else r[k] for k in r.keys() if k not in ("incident_id", "major_id")),
+                case_of[r["case_number"]],
+                *(
+                    js(r[k]) if k == "policy" else r[k]
+                    for k in r.keys()
+                    if k not in ("incident_id", "major_id", "case_number")
+                ),
             )
             for r in incidents
         ],
@@ -220,3 +229,20 @@ async def test_batch_path_equals_event_by_event(
     assert recorded == len({(a.event.device_id, a.event.event_id) for a in batch})  # type: ignore[attr-defined]
     for part in one_by_one:
         assert batched[part] == one_by_one[part], part
+
+
+@pytest.mark.parametrize("n", [1, 42, 999999, 1000000, 12345678])
+@pytest.mark.parametrize("at", ["2026-11-27T23:59:59+00:00", "2026-11-28T07:30:00+08:00", "2026-01-01T00:00:00Z"])
+async def test_case_number_of_is_the_one_postgres_makes(env, n: int, at: str) -> None:  # type: ignore[no-untyped-def]
+    opened = datetime.fromisoformat(at)
+    # The expression the per-event path inserts, with the sequence value given.
+    expr = _CASE_NUMBER.replace("nextval('case_number_seq')", "$3::bigint").format(
+        grid="$1::text", opened="$2::timestamptz"
+    )
+    made = await env.pool.fetchval(
+        f"SELECT {expr}",
+        GRID_OPEN,
+        opened,
+        n,
+    )
+    assert case_number_of(GRID_OPEN, opened, n) == made
