@@ -94,6 +94,12 @@ class Settings:
     button presses rarely, and with 30 s most presses paid a lookup before Kafka."""
     worker_batch_max: int = 500
     notifier_batch_max: int = 200
+    notifier_handover_lease_s: float = 5.0
+    """A worker hands the notifications of the incidents it opened to the notifier in its own
+    process, which pages the officers without claiming the rows first; the other notifiers
+    leave those rows alone for this long. Should the process die before it recorded them as
+    sent, they page the officers after it (an officer app may then see a page twice, and drops
+    the repeat by its notification_id)."""
     poll_interval_s: float = 1.0
     relay_linger_ms: int = 20
     """After a wake-up the outbox relay waits this long for more rows before it claims, so

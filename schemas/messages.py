@@ -103,7 +103,7 @@ class OfficerNotification(msgspec.Struct, kw_only=True, frozen=True, omit_defaul
     grid_code: str
     pressed_at: datetime
     created_at: datetime
-    level: str = "grid"
+    level: str  # grid, community, street, district, city: whose level is paged (always present)
     device_id: str | None = None  # none for a major incident (several devices)
     device_kind: str | None = None
     address: str | None = None

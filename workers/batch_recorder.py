@@ -22,7 +22,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -36,8 +36,15 @@ from core.incident_service import (
     update_outbox_row,
 )
 from schemas.events import AnyEvent, Category
-from schemas.messages import AcceptedEvent
-from workers.incident_store import IncidentStore, Outcome, correlation_key, occurred_at, open_reason
+from schemas.messages import AcceptedEvent, OfficerNotification
+from workers.incident_store import (
+    HandedNotification,
+    IncidentStore,
+    Outcome,
+    correlation_key,
+    occurred_at,
+    open_reason,
+)
 
 # The batch's event rows (idempotent by (device_id, event_id); ids in batch order) and, in the
 # same statement, each device touched once by its new events: the latest time seen, and the
@@ -71,7 +78,7 @@ WITH ins AS (
            online = true
       FROM latest v
      WHERE d.device_id = v.device_id
-    RETURNING d.device_id, d.grid_code, d.kind, d.address, d.building
+    RETURNING d.device_id, d.grid_code, d.kind, d.address, d.building, d.resident_note
 ), locks AS (
     -- One correlator per building or grid cell at a time, across workers: the correlation keys
     -- of the devices that pressed an alarm ($14), locked in one order (no deadlock between two
@@ -85,12 +92,12 @@ WITH ins AS (
              ORDER BY 1) s
 )
 SELECT 'event' AS row_kind, id, device_id, event_id, NULL AS grid_code, NULL AS kind, NULL AS address,
-       NULL AS building
+       NULL AS building, NULL AS resident_note
   FROM ins
 UNION ALL
-SELECT 'device', NULL, device_id, NULL, grid_code, kind, address, building FROM touched
+SELECT 'device', NULL, device_id, NULL, grid_code, kind, address, building, resident_note FROM touched
 UNION ALL
-SELECT 'locked', count(*), NULL, NULL, NULL, NULL, NULL, NULL FROM locks
+SELECT 'locked', count(*), NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM locks
 """
 
 # What the plan of a batch needs, in one statement: the open incidents of the pressing devices
@@ -157,10 +164,12 @@ SELECT 'case', NULL, NULL, NULL, NULL, NULL, NULL, n FROM cases
 
 
 # The new incidents (their ids and case numbers chosen by the plan) with their timeline entries,
-# notifications and outbox rows, and the wake-ups of the notifiers ($38) and the relay, in one
-# statement. An incident another transaction beat us to (its device has an open incident of the
-# category now) is skipped with everything of it: the incidents inserted are returned. Timeline
-# and outbox rows keep the given order.
+# notifications and outbox rows, and the wake-up of the relay, in one statement. An incident
+# another transaction beat us to (its device has an open incident of the category now) is
+# skipped with everything of it. Timeline and outbox rows keep the given order. Returned: the
+# incidents inserted and their notifications. The notifications are handed to a notifier in this
+# process when $38 is a lease (the other notifiers leave them alone until it runs out), else
+# the notifiers are woken by NOTIFY to claim them.
 _OPEN_MANY = """
 WITH ins AS (
     INSERT INTO incidents (incident_id, case_number, category, status, priority, level, level_index,
@@ -188,11 +197,14 @@ WITH ins AS (
      WHERE t.incident_id IN (SELECT incident_id FROM ins)
      ORDER BY t.ord
 ), queued AS (
-    INSERT INTO notifications (incident_id, officer_id, kind, level, reason, dedupe_key, incident_version)
-    SELECT q.* FROM unnest($26::uuid[], $27::text[], $28::text[], $29::text[], $30::text[], $31::text[], $32::int[])
-                    AS q(incident_id, officer_id, kind, level, reason, dedupe_key, incident_version)
+    INSERT INTO notifications (incident_id, officer_id, kind, level, reason, dedupe_key, incident_version,
+                               next_attempt_at)
+    SELECT q.*, clock_timestamp() + coalesce($38::interval, '0 s')
+      FROM unnest($26::uuid[], $27::text[], $28::text[], $29::text[], $30::text[], $31::text[], $32::int[])
+           AS q(incident_id, officer_id, kind, level, reason, dedupe_key, incident_version)
      WHERE q.incident_id IN (SELECT incident_id FROM ins)
     ON CONFLICT (dedupe_key) DO NOTHING
+    RETURNING id, incident_id, officer_id, created_at
 ), outbox AS (
     INSERT INTO outbox (destination, topic, key, payload)
     SELECT o.destination, o.topic, o.key, o.payload
@@ -201,10 +213,13 @@ WITH ins AS (
      WHERE o.incident_id IN (SELECT incident_id FROM ins)
      ORDER BY o.ord
 )
-SELECT incident_id,
-       CASE WHEN $38::bool THEN pg_notify('pingan_notifications', '') END AS n,
-       pg_notify('pingan_outbox', '') AS o
-  FROM ins
+SELECT incident_id, NULL::bigint AS id, NULL::text AS officer_id, NULL::timestamptz AS created_at FROM ins
+UNION ALL
+SELECT incident_id, id, officer_id, created_at FROM queued
+UNION ALL
+SELECT NULL, NULL, NULL, NULL
+  FROM (SELECT pg_notify('pingan_outbox', ''),
+               CASE WHEN $38::interval IS NULL THEN pg_notify('pingan_notifications', '') END) AS wake
 """
 
 
@@ -231,10 +246,10 @@ class _Open:
 class BatchRecorder:
     def __init__(self, store: IncidentStore) -> None:
         self.store = store
-        # NOTIFY the notifiers of the notifications queued; off when the worker hands them to a
-        # notifier in its own process after the commit (the other notifiers then find them by
-        # their poll, should this process die first).
-        self.notify_notifiers = True
+        # None: NOTIFY the notifiers of the notifications the fast path queued. A lease: they
+        # are handed to a notifier in this process after the commit (Outcome.handed), and the
+        # other notifiers' claims leave them alone until the lease runs out.
+        self.handover_lease: timedelta | None = None
 
     async def record(
         self, conn: asyncpg.Connection[Any], batch: list[tuple[AcceptedEvent, int | None, int | None]]
@@ -489,17 +504,54 @@ class BatchRecorder:
             *_columns(timeline, 6),
             *_columns(queued, 7),
             *_columns(outbox, 5),
-            self.notify_notifiers,
+            self.handover_lease,
         )
-        inserted = {r["incident_id"] for r in rows}
+        inserted = {r["incident_id"] for r in rows if r["incident_id"] is not None and r["id"] is None}
         beaten = []
+        opened: dict[Any, tuple[_Open, tuple[Any, ...]]] = {}
         for o, inc in zip(fast, incidents, strict=True):
             if inc[0] in inserted:
                 out.incidents_opened += 1
                 out.incident_ids.append(str(inc[0]))
+                opened[inc[0]] = (o, inc)
             else:
                 beaten.append(o.item)
+        if self.handover_lease is not None:
+            for r in rows:
+                if r["id"] is not None:
+                    o, inc = opened[r["incident_id"]]
+                    out.handed.append(_page(r, o, inc))
         return beaten
+
+
+def _page(r: Any, o: _Open, inc: tuple[Any, ...]) -> HandedNotification:
+    """The page of a notification queued with a new incident (what the notifier's claim would
+    read of it)."""
+    ev, device = o.item.ev, o.device
+    return HandedNotification(
+        r["id"],
+        r["incident_id"],
+        OfficerNotification(
+            notification_id=r["id"],
+            officer_id=r["officer_id"],
+            incident_id=str(r["incident_id"]),
+            case_number=inc[1],
+            event_id=ev.event_id,
+            kind="incident_opened",
+            reason=o.reason,
+            priority=ev.priority,
+            event_type=ev.type,
+            grid_code=device["grid_code"],
+            pressed_at=inc[11].astimezone(UTC),
+            created_at=r["created_at"],
+            level=LEVELS[o.state.level_index],
+            device_id=ev.device_id,
+            device_kind=device["kind"],
+            address=device["address"],
+            resident_note=device["resident_note"] or None,
+            status=o.state.status,
+        ),
+    )
 
 
 def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:

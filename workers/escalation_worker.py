@@ -64,7 +64,7 @@ class EscalationWorker(Component):
         out without another process to wake. Should this process die between the commit and
         the delivery, the other notifiers find the rows by their poll."""
         self._local_notifier = notifier
-        self.batch.notify_notifiers = False
+        self.batch.handover_lease = timedelta(seconds=self.settings.notifier_handover_lease_s)
 
     async def run(self) -> None:
         consumer = kafka.consumer(
@@ -145,10 +145,11 @@ class EscalationWorker(Component):
                     return False
                 delay = min(delay * 2, 5.0)
         self._count(outcome)
-        if self._local_notifier is not None and (
-            outcome.incidents_opened or outcome.incidents_joined or outcome.majors_opened or outcome.cancels
-        ):
-            self._local_notifier.kick()
+        if self._local_notifier is not None:
+            if outcome.handed:
+                self._local_notifier.hand_over(outcome.handed)
+            if outcome.to_claim:  # what the per-event path queued (a join, a cancel, a major incident)
+                self._local_notifier.kick()
         return True
 
     async def _record_batch(self, decoded: list[tuple[ConsumerRecord[bytes, bytes], AcceptedEvent]]) -> Outcome:

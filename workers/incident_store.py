@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import msgspec
@@ -16,8 +16,17 @@ from core.incident_service import IncidentService, state_from_row
 from core.timeutil import utcnow
 from schemas import topics as mqtt_topics
 from schemas.events import AnyEvent, Category
-from schemas.messages import AcceptedEvent, IncidentUpdate, Receipt, ReceiptStatus
+from schemas.messages import AcceptedEvent, IncidentUpdate, OfficerNotification, Receipt, ReceiptStatus
 from schemas.topics import KafkaTopics
+
+
+class HandedNotification(NamedTuple):
+    """A notification queued by the worker's batch, with its page, for a notifier in the same
+    process to deliver once the batch is committed."""
+
+    id: int
+    incident_id: Any
+    page: OfficerNotification
 
 
 @dataclass(slots=True)
@@ -29,6 +38,8 @@ class Outcome:
     majors_opened: int = 0
     cancels: int = 0
     incident_ids: list[str] = field(default_factory=list)
+    handed: list[HandedNotification] = field(default_factory=list)
+    to_claim: bool = False  # the per-event path took effect: it may have queued notifications
 
     def add(self, other: Outcome) -> None:
         self.recorded += other.recorded
@@ -38,6 +49,8 @@ class Outcome:
         self.majors_opened += other.majors_opened
         self.cancels += other.cancels
         self.incident_ids.extend(other.incident_ids)
+        self.handed.extend(other.handed)
+        self.to_claim = self.to_claim or other.to_claim
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +198,8 @@ class IncidentStore:
         ev: AnyEvent = accepted.event  # type: ignore[assignment]
         category = type(ev).category
         now = self.clock()
+        if category in (Category.ALARM, Category.MAINTENANCE, Category.CANCEL):
+            out.to_claim = True
         if category in (Category.ALARM, Category.MAINTENANCE):
             await self._open_or_join(conn, ev, accepted, category, row_id, device, out, now)
         elif category is Category.CANCEL:

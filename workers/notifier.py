@@ -6,6 +6,10 @@ the work), publishes each with QoS 1 to `pingan/v1/officers/{officer_id}/notific
 records the outcome: sent with the time of the broker's PUBACK, or a retry later. A notifier
 that dies mid-way leaves its rows to the next claim (an officer app may then see a
 notification twice; `notification_id` lets it drop the repeat).
+
+A worker hands the notifications of the incidents its batch opened to the notifier in its own
+process (`hand_over`), with their pages: they go out without a claim, since the rows were
+committed with a lease that keeps the other notifiers' claims off them for a while.
 """
 
 from __future__ import annotations
@@ -31,12 +35,14 @@ from core.timeutil import utcnow
 from schemas import topics as mqtt_topics
 from schemas.messages import IncidentUpdate, OfficerNotification
 from schemas.topics import KafkaTopics
+from workers.incident_store import HandedNotification
 
 log = structlog.get_logger(__name__)
 
 MAX_ATTEMPTS = 20
 
-_CLAIM = """
+# What a page says: the notification, its incident and the incident's device.
+PAGE_ROWS = """
 SELECT n.id, n.officer_id, n.kind, n.level, n.reason, n.created_at, n.attempts,
        i.incident_id, i.case_number, i.first_event_id, i.priority, i.event_type, i.device_id,
        i.grid_code, i.pressed_at, i.status, d.kind AS device_kind, d.address,
@@ -44,15 +50,53 @@ SELECT n.id, n.officer_id, n.kind, n.level, n.reason, n.created_at, n.attempts,
   FROM notifications n
   JOIN incidents i ON i.incident_id = n.incident_id
   LEFT JOIN devices d ON d.device_id = i.device_id
+"""
+
+_CLAIM = (
+    PAGE_ROWS
+    + """
  WHERE n.status = 'pending' AND n.next_attempt_at <= clock_timestamp()
  ORDER BY n.id
  LIMIT $1
  FOR UPDATE OF n SKIP LOCKED
 """
+)
+
+
+def page_of(r: Any) -> OfficerNotification:
+    """The page of a `PAGE_ROWS` row."""
+    return OfficerNotification(
+        notification_id=r["id"],
+        officer_id=r["officer_id"],
+        incident_id=str(r["incident_id"]),
+        case_number=r["case_number"],
+        event_id=r["first_event_id"],
+        kind=r["kind"],
+        reason=r["reason"],
+        priority=r["priority"],
+        event_type=r["event_type"],
+        grid_code=r["grid_code"],
+        pressed_at=r["pressed_at"],
+        created_at=r["created_at"],
+        level=r["level"],
+        device_id=r["device_id"],
+        device_kind=r["device_kind"],
+        address=r["address"],
+        resident_note=r["resident_note"] or None,
+        status=r["status"],
+    )
+
 
 _SENT = """
 UPDATE notifications SET status = 'sent', sent_at = $2, attempts = attempts + 1, last_error = NULL
  WHERE id = ANY($1::bigint[])
+"""
+
+# The same for handed rows, unless a claim delivered them meanwhile (the lease ran out).
+_SENT_HANDED = """
+UPDATE notifications SET status = 'sent', sent_at = $2, attempts = attempts + 1, last_error = NULL
+ WHERE id = ANY($1::bigint[]) AND status = 'pending'
+RETURNING id
 """
 
 # On each incident whose notifications went out: who was notified (timeline), and the first
@@ -112,6 +156,13 @@ class Notifier(Component):
         self.counters = Counters(role)
         self.ready = asyncio.Event()
         self._wakeup: Wakeup | None = None
+        self._handed: list[HandedNotification] = []
+
+    def hand_over(self, handed: list[HandedNotification]) -> None:
+        """Deliver notifications a worker in this process committed with a lease (see
+        Settings.notifier_handover_lease_s), without claiming them."""
+        self._handed.extend(handed)
+        self.kick()
 
     def kick(self) -> None:
         """Claim now: called by a worker in the same process right after it committed
@@ -136,6 +187,8 @@ class Notifier(Component):
                 log.info("notifier ready")
                 while not self.stopping:
                     try:
+                        while self._handed:
+                            await self._deliver_handed(mqtt)
                         busy = await self._deliver_batch(mqtt)
                     except Exception as exc:
                         if not is_transient(exc):
@@ -186,57 +239,75 @@ class Notifier(Component):
             rows = await conn.fetch(_CLAIM, self.settings.notifier_batch_max)
             if not rows:
                 return False
-            futures = []
-            for r in rows:
-                payload = OfficerNotification(
-                    notification_id=r["id"],
-                    officer_id=r["officer_id"],
-                    incident_id=str(r["incident_id"]),
-                    case_number=r["case_number"],
-                    event_id=r["first_event_id"],
-                    kind=r["kind"],
-                    reason=r["reason"],
-                    priority=r["priority"],
-                    event_type=r["event_type"],
-                    grid_code=r["grid_code"],
-                    pressed_at=r["pressed_at"],
-                    created_at=r["created_at"],
-                    level=r["level"],
-                    device_id=r["device_id"],
-                    device_kind=r["device_kind"],
-                    address=r["address"],
-                    resident_note=r["resident_note"] or None,
-                    status=r["status"],
-                )
-                futures.append(
-                    mqtt.publish_nowait(
-                        mqtt_topics.officer_notifications(r["officer_id"]),
-                        msgspec.json.encode(payload),
-                        qos=1,
-                    )
-                )
-            results = await asyncio.gather(*(asyncio.wait_for(f, 10.0) for f in futures), return_exceptions=True)
-            first_sent: dict[Any, list[str]] = {}
-            sent_ids: list[int] = []
-            sent_at = utcnow()
-            for r, res in zip(rows, results, strict=True):
-                if isinstance(res, BaseException):
-                    backoff = timedelta(seconds=min(60, 2 ** min(r["attempts"], 6)))
-                    await conn.execute(_RETRY, r["id"], repr(res)[:500], backoff, MAX_ATTEMPTS)
-                    self.counters.inc("failed")
-                    log.warning(
-                        "notification not delivered",
-                        notification_id=r["id"],
-                        officer_id=r["officer_id"],
-                        incident_id=str(r["incident_id"]),
-                        error=repr(res),
-                    )
-                    continue
-                sent_ids.append(r["id"])
-                first_sent.setdefault(r["incident_id"], []).append(r["officer_id"])
-            if sent_ids:
-                await conn.execute(_SENT, sent_ids, sent_at)
-                self.counters.inc("sent", len(sent_ids))
-            if first_sent:
-                await self._record_sent(conn, first_sent, sent_at)
+            pages = [page_of(r) for r in rows]
+            results = await self._publish(mqtt, pages)
+            await self._settle(conn, [(r["id"], r["incident_id"], r["attempts"]) for r in rows], pages, results)
             return len(rows) == self.settings.notifier_batch_max
+
+    async def _deliver_handed(self, mqtt: MqttClient) -> None:
+        """Deliver notifications a worker in this process handed over: published at once (no
+        claim: the other notifiers leave them alone for the hand-over lease), then recorded."""
+        n = self.settings.notifier_batch_max
+        handed, self._handed = self._handed[:n], self._handed[n:]
+        pages = [h.page for h in handed]
+        results = await self._publish(mqtt, pages)
+        try:
+            async with db.transaction(self.pool) as conn:
+                await self._settle(conn, [(h.id, h.incident_id, 0) for h in handed], pages, results, handed=True)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            # The pages went out (or not); the rows stay pending, and the notifiers' claims
+            # deliver them once the lease runs out.
+            log.warning("handed notifications not recorded", error=repr(exc), notifications=len(handed))
+
+    async def _publish(self, mqtt: MqttClient, pages: list[OfficerNotification]) -> list[Any]:
+        """Publish each page with QoS 1; per page, the broker's PUBACK or the error."""
+        futures = [
+            mqtt.publish_nowait(mqtt_topics.officer_notifications(p.officer_id), msgspec.json.encode(p), qos=1)
+            for p in pages
+        ]
+        return await asyncio.gather(*(asyncio.wait_for(f, 10.0) for f in futures), return_exceptions=True)
+
+    async def _settle(
+        self,
+        conn: asyncpg.Connection[Any],
+        rows: list[tuple[int, Any, int]],
+        pages: list[OfficerNotification],
+        results: list[Any],
+        *,
+        handed: bool = False,
+    ) -> None:
+        """Record what publishing (id, incident_id, attempts) rows gave: sent, or a retry later.
+        A handed row that is no longer pending was delivered by a claim meanwhile: not again."""
+        first_sent: dict[Any, list[str]] = {}
+        sent_ids: list[int] = []
+        sent_at = utcnow()
+        for (row_id, incident_id, attempts), page, res in zip(rows, pages, results, strict=True):
+            if isinstance(res, BaseException):
+                backoff = timedelta(seconds=min(60, 2 ** min(attempts, 6)))
+                await conn.execute(_RETRY, row_id, repr(res)[:500], backoff, MAX_ATTEMPTS)
+                self.counters.inc("failed")
+                log.warning(
+                    "notification not delivered",
+                    notification_id=row_id,
+                    officer_id=page.officer_id,
+                    incident_id=str(incident_id),
+                    error=repr(res),
+                )
+                continue
+            sent_ids.append(row_id)
+            first_sent.setdefault(incident_id, []).append(page.officer_id)
+        if sent_ids:
+            if handed:
+                still = {r["id"] for r in await conn.fetch(_SENT_HANDED, sent_ids, sent_at)}
+                first_sent = {}
+                for (row_id, incident_id, _), page in zip(rows, pages, strict=True):
+                    if row_id in still:
+                        first_sent.setdefault(incident_id, []).append(page.officer_id)
+                sent_ids = sorted(still)
+            else:
+                await conn.execute(_SENT, sent_ids, sent_at)
+            self.counters.inc("sent", len(sent_ids))
+        if first_sent:
+            await self._record_sent(conn, first_sent, sent_at)

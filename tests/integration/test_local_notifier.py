@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import asyncpg
+import msgspec
 import orjson
 import pytest
 
@@ -19,7 +21,7 @@ from tests.support.mqtt_clients import device_client, event_payload, platform_cl
 from tests.support.pipeline import Pipeline
 from tests.support.waiting import wait_until
 from workers.escalation_worker import EscalationWorker
-from workers.notifier import Notifier
+from workers.notifier import PAGE_ROWS, Notifier, page_of
 
 pytestmark = pytest.mark.stack
 
@@ -32,7 +34,7 @@ def test_a_worker_process_always_has_a_notifier_beside_it(env) -> None:  # type:
     local = [c for c in alone if isinstance(c, Notifier)]
     assert [n.role for n in local] == ["worker-notifier"]  # its own MQTT client id
     worker = next(c for c in alone if isinstance(c, EscalationWorker))
-    assert worker._local_notifier is local[0] and not worker.batch.notify_notifiers
+    assert worker._local_notifier is local[0] and worker.batch.handover_lease is not None
 
     together = build(("worker", "notifier"), env.settings, env.pool)
     notifiers = [c for c in together if isinstance(c, Notifier)]
@@ -89,37 +91,70 @@ async def test_the_officer_is_paged_without_a_notify_through_postgres(env) -> No
         await pipeline.stop()
 
 
-async def test_notifications_a_worker_never_handed_over_are_delivered_by_the_notifier(env) -> None:  # type: ignore[no-untyped-def]
-    settings = env.settings.replace(poll_interval_s=0.5)
+async def test_notifications_a_worker_never_handed_over_are_delivered_by_the_notifier_after_the_lease(env) -> None:  # type: ignore[no-untyped-def]
+    lease = 2.0
+    settings = env.settings.replace(poll_interval_s=0.2, notifier_handover_lease_s=lease)
     pipeline = Pipeline(settings, env.pool, names=("gateway",))
     worker = EscalationWorker(settings, env.pool)
     gone = Notifier(settings, env.pool, role="worker-notifier")  # never started: the process "died"
     worker.deliver_with(gone)
     pipeline.components.append(worker)
     await pipeline.start()
+    notifier = Notifier(settings, env.pool)  # the notifier component, polling 5 times a second
+    task = asyncio.create_task(notifier.run())
     try:
         async with pressed(env) as (body, officer):
+            _, note = await officer.wait_for(lambda n: n["event_id"] == body["event_id"], timeout=lease + 5)
+            assert note["kind"] == "incident_opened"
+            assert gone._handed  # handed over to a notifier that never ran
 
-            async def queued() -> int:
-                return int(
-                    await env.pool.fetchval(
-                        "SELECT count(*) FROM notifications n JOIN incidents i ON i.incident_id = n.incident_id "
-                        "WHERE i.first_event_id = $1 AND n.status = 'pending'",
-                        body["event_id"],
-                    )
+            async def recorded() -> Any:
+                return await env.pool.fetchrow(
+                    "SELECT created_at, sent_at FROM notifications WHERE id = $1 AND status = 'sent'",
+                    note["notification_id"],
                 )
 
-            await wait_until(queued)
-            await asyncio.sleep(1.0)
-            assert await queued() > 0  # nobody delivers them: the hand-over went nowhere
+            row = await wait_until(recorded)  # recorded once the broker acknowledged the page
+            # The component left the leased row alone until the lease ran out, then paged.
+            assert (row["sent_at"] - row["created_at"]).total_seconds() >= lease - 0.05
+    finally:
+        notifier.request_stop()
+        await task
+        await pipeline.stop()
 
-            notifier = Notifier(settings, env.pool)  # the notifier component, started afterwards
-            task = asyncio.create_task(notifier.run())
-            try:
-                _, note = await officer.wait_for(lambda n: n["event_id"] == body["event_id"], timeout=5)
-                assert note["kind"] == "incident_opened"
-            finally:
-                notifier.request_stop()
-                await task
+
+async def test_a_handed_page_is_the_page_a_claim_makes_of_the_row(env) -> None:  # type: ignore[no-untyped-def]
+    pipeline = Pipeline(env.settings.replace(poll_interval_s=30.0), env.pool, names=("gateway",))
+    worker = EscalationWorker(env.settings, env.pool)
+    held = Notifier(env.settings, env.pool, role="worker-notifier")  # not started: keeps what it is handed
+    worker.deliver_with(held)
+    pipeline.components.append(worker)
+    await pipeline.start()
+    try:
+        dev = await env.add_device(GRID, "panic_button")
+        await env.pool.execute(
+            "UPDATE devices SET resident_note = '独居老人' , address = '幸福小区 3 号楼' WHERE device_id = $1",
+            dev.device_id,
+        )
+        device = await device_client(env.settings, dev.device_id, dev.password)
+        try:
+            # A device clock in UTC+8: the page gives the time as the claim reads it back (UTC).
+            body = event_payload(dev.device_id, occurred_at=datetime.now(timezone(timedelta(hours=8))).isoformat())
+            await device.client.publish(topics.device_events(dev.device_id), orjson.dumps(body), qos=1)
+
+            async def handed_over() -> bool:
+                return any(h.page.event_id == body["event_id"] for h in held._handed)
+
+            await wait_until(handed_over)
+        finally:
+            await device.close()
+        handed = [h for h in held._handed if h.page.event_id == body["event_id"]]
+        rows = await env.pool.fetch(PAGE_ROWS + " WHERE n.id = ANY($1::bigint[]) ORDER BY n.id", [h.id for h in handed])
+        # As the officer app reads them (times as written on the wire, e.g. in UTC or not).
+        claimed = [msgspec.to_builtins(msgspec.structs.asdict(page_of(r))) for r in rows]
+        given = [msgspec.to_builtins(msgspec.structs.asdict(h.page)) for h in handed]
+        assert len(claimed) == len(given) == 1
+        assert {k: (v, given[0][k]) for k, v in claimed[0].items() if given[0][k] != v} == {}
+        assert handed[0].page.resident_note == "独居老人"
     finally:
         await pipeline.stop()
