@@ -125,7 +125,7 @@ def producer(settings: Settings, *, client_id: str) -> Producer:
 
 def _aiokafka_producer(settings: Settings, *, client_id: str) -> AIOKafkaProducer:
     """An idempotent producer: acks from all in-sync replicas, no duplicates on retry, order
-    kept per partition. Linger is a few milliseconds: alarms are latency-bound."""
+    kept per partition. No linger by default: alarms are latency-bound (see kafka_linger_ms)."""
     return AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap,
         client_id=client_id,

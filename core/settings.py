@@ -43,7 +43,11 @@ class Settings:
     kafka_partitions: int = 6
     kafka_replication: int = 1
     kafka_consumer_group: str = "pingan-escalation-workers"
-    kafka_linger_ms: int = 2
+    kafka_linger_ms: int = 0
+    """How long a producer waits to fill a batch before it sends. 0: an alarm leaves at once;
+    under load the records that arrive while a request is in flight still go in one batch.
+    Measured with `bench.run --rate`: 2 ms cost 3.6 ms at the median at 51 alarms/s (press to
+    page 15.1 ms against 11.5 ms), and at 759/s the step held with 0 and did not with 2."""
     kafka_request_timeout_ms: int = 10000
     """A request to a Kafka broker not answered within this long is given up, its connection
     closed and the request sent again. A connection into a dead network path (nothing
