@@ -134,14 +134,18 @@ WITH open AS (
                             AND EXISTS (SELECT 1 FROM duty_shifts s
                                          WHERE s.officer_id = o.officer_id AND s.during @> $5::timestamptz)) o
 ), correlation AS (
+    -- The building of a device is looked up only for a building's key: a grid cell's key
+    -- counts the cell's open alarms from incidents_open_alarms_grid_idx alone.
     SELECT k.key,
            EXISTS (SELECT 1 FROM incidents m
                     WHERE m.is_major AND m.closed_at IS NULL AND m.correlation_key = k.key) AS has_major,
            (SELECT count(DISTINCT i.device_id)
-              FROM incidents i JOIN devices d ON d.device_id = i.device_id
+              FROM incidents i
              WHERE i.category = 'alarm' AND i.closed_at IS NULL AND NOT i.is_major
-               AND i.grid_code = k.grid_code AND (k.building = '' OR d.building = k.building)
-               AND i.opened_at >= $9) AS devices
+               AND i.grid_code = k.grid_code AND i.opened_at >= $9
+               AND CASE WHEN k.building = '' THEN true
+                        ELSE EXISTS (SELECT 1 FROM devices d
+                                      WHERE d.device_id = i.device_id AND d.building = k.building) END) AS devices
       FROM unnest($6::text[], $7::text[], $8::text[]) AS k(key, grid_code, building)
 ), cases AS (
     SELECT nextval('case_number_seq') AS n
