@@ -59,6 +59,6 @@ async def drop_old_kafka(bootstrap: str, prefix: str) -> None:
         for i in range(0, len(old_topics), 100):
             await admin.delete_topics(old_topics[i : i + 100], timeout_ms=30000)
         if old_topics:
-            say(f"deleted the {len(old_topics)} topics of earlier runs")
+            say(f"deleted {len(old_topics)} Kafka topics of {prefix} runs")
     finally:
         await admin.close()

@@ -381,6 +381,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         comps.stop()
         await discard_gateway_session(settings)
         await pool.close()
+        # This run's topics go now, not at the start of the next run, where the broker's
+        # deleting them would run beside that run's measurements.
+        await harness.drop_old_kafka(settings.kafka_bootstrap, "pingan-bench")
     return results
 
 

@@ -88,6 +88,7 @@ async def run_components(
         max_size=settings.db_pool_max,
         connect_timeout=settings.db_connect_timeout_s,
         command_timeout=settings.db_command_timeout_s,
+        generic_plans="api" not in names,  # the desk API's searches are planned for their values
     )
     try:
         await check_schema(pool)
