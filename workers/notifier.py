@@ -20,7 +20,6 @@ from typing import Any
 
 import asyncpg
 import msgspec
-import orjson
 import structlog
 
 from core import db
@@ -33,7 +32,7 @@ from core.platform_mqtt import platform_client
 from core.settings import Settings
 from core.timeutil import utcnow
 from schemas import topics as mqtt_topics
-from schemas.messages import IncidentUpdate, OfficerNotification
+from schemas.messages import OfficerNotification
 from schemas.topics import KafkaTopics
 from workers.incident_store import HandedNotification
 
@@ -87,50 +86,50 @@ def page_of(r: Any) -> OfficerNotification:
     )
 
 
-_SENT = """
-UPDATE notifications SET status = 'sent', sent_at = $2, attempts = attempts + 1, last_error = NULL
- WHERE id = ANY($1::bigint[])
-"""
-
-# The same for handed rows, unless a claim delivered them meanwhile (the lease ran out).
-_SENT_HANDED = """
-UPDATE notifications SET status = 'sent', sent_at = $2, attempts = attempts + 1, last_error = NULL
- WHERE id = ANY($1::bigint[]) AND status = 'pending'
-RETURNING id
-"""
-
-# On each incident whose notifications went out: who was notified (timeline), and the first
-# time, that it is notified. The incidents are locked in one order first (two notifiers, or a
-# notifier and a worker, never wait on each other in a cycle). One statement.
-_SENT_RECORD = """
-WITH locked AS (
-    SELECT incident_id FROM incidents WHERE incident_id = ANY($1::uuid[]) ORDER BY incident_id FOR UPDATE
+# The notifications delivered, recorded in one statement: each marked sent (unless it is no
+# longer pending: a hand-over whose lease ran out was delivered by a claim meanwhile); on each
+# incident, who was notified (timeline) and, the first time, that it is notified; and the
+# incident update for the live queue, by the outbox. The incidents are locked in one order
+# first (two notifiers, or a notifier and a worker, never wait on each other in a cycle). The
+# update is the IncidentUpdate msgspec would write, "at" given ($4, as msgspec writes it).
+_SENT_RECORDED = """
+WITH sent AS (
+    UPDATE notifications SET status = 'sent', sent_at = $2, attempts = attempts + 1, last_error = NULL
+     WHERE id = ANY($1::bigint[]) AND status = 'pending'
+    RETURNING id, incident_id, officer_id
+), per_incident AS (
+    SELECT incident_id, json_agg(officer_id ORDER BY id) AS officers FROM sent GROUP BY incident_id
+), locked AS (
+    SELECT incident_id FROM incidents WHERE incident_id IN (SELECT incident_id FROM per_incident)
+     ORDER BY incident_id FOR UPDATE
 ), timeline AS (
     INSERT INTO incident_timeline (incident_id, kind, actor, detail)
-    SELECT v.incident_id, 'notifications_sent', 'system:notifier',
-           jsonb_build_object('officers', v.officers::jsonb, 'channel', 'mqtt')
-      FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS v(incident_id, officers, ord)
+    SELECT p.incident_id, 'notifications_sent', 'system:notifier',
+           jsonb_build_object('officers', p.officers, 'channel', 'mqtt')
+      FROM per_incident p
      WHERE (SELECT count(*) FROM locked) >= 0  -- after the locks: the rows' own FK checks come last
-     ORDER BY v.ord
-)
-UPDATE incidents i
-   SET first_notified_at = COALESCE(i.first_notified_at, $3),
-       status = CASE WHEN i.status = 'opened' THEN 'notified' ELSE i.status END,
-       version = i.version + 1,
-       updated_at = clock_timestamp()
-  FROM locked l
- WHERE i.incident_id = l.incident_id
-RETURNING i.incident_id, i.case_number, i.status, i.priority, i.level, i.device_id, i.grid_code, i.version
-"""
-
-_UPDATES_OUT = """
-WITH rows AS (
+     ORDER BY p.incident_id
+), updated AS (
+    UPDATE incidents i
+       SET first_notified_at = COALESCE(i.first_notified_at, $2),
+           status = CASE WHEN i.status = 'opened' THEN 'notified' ELSE i.status END,
+           version = i.version + 1,
+           updated_at = clock_timestamp()
+      FROM locked l
+     WHERE i.incident_id = l.incident_id
+    RETURNING i.incident_id, i.case_number, i.status, i.priority, i.level, i.device_id, i.grid_code, i.version
+), outbox AS (
     INSERT INTO outbox (destination, topic, key, payload)
-    SELECT 'kafka', o.topic, o.key, o.payload
-      FROM unnest($1::text[], $2::text[], $3::bytea[]) WITH ORDINALITY AS o(topic, key, payload, ord)
-     ORDER BY o.ord
+    SELECT 'kafka', $3, u.incident_id::text,
+           convert_to(json_build_object(
+               'incident_id', u.incident_id::text, 'case_number', u.case_number, 'change', 'notified',
+               'status', u.status, 'priority', u.priority, 'level', u.level,
+               'device_id', coalesce(u.device_id, ''), 'grid_code', u.grid_code, 'at', $4::text,
+               'version', u.version)::text, 'UTF8')
+      FROM updated u
+     ORDER BY u.incident_id
 )
-SELECT pg_notify('pingan_outbox', '')
+SELECT (SELECT count(*) FROM sent) AS sent, pg_notify('pingan_outbox', '')
 """
 
 _RETRY = """
@@ -204,34 +203,6 @@ class Notifier(Component):
             await mqtt.stop()
             log.info("notifier stopped", **self.counters.snapshot())
 
-    async def _record_sent(self, conn: asyncpg.Connection[Any], sent: dict[Any, list[str]], sent_at: Any) -> None:
-        """On each incident's record: who was notified, and (the first time) that it is notified,
-        with an update for the live queue."""
-        incidents = sorted(sent, key=str)
-        rows = await conn.fetch(_SENT_RECORD, incidents, [orjson.dumps(sent[i]).decode() for i in incidents], sent_at)
-        updates = [
-            (
-                self.kafka_topics.incident_updates,
-                str(row["incident_id"]),
-                msgspec.json.encode(
-                    IncidentUpdate(
-                        incident_id=str(row["incident_id"]),
-                        case_number=row["case_number"],
-                        change="notified",
-                        status=row["status"],
-                        priority=row["priority"],
-                        level=row["level"],
-                        device_id=row["device_id"] or "",
-                        grid_code=row["grid_code"],
-                        at=sent_at,
-                        version=row["version"],
-                    )
-                ),
-            )
-            for row in sorted(rows, key=lambda r: str(r["incident_id"]))
-        ]
-        await conn.execute(_UPDATES_OUT, *([list(c) for c in zip(*updates, strict=True)] if updates else [[], [], []]))
-
     async def _deliver_batch(self, mqtt: MqttClient) -> bool:
         """Deliver one claimed batch; True when it was full (claim again at once). After a
         part-full batch the next NOTIFY wakes the notifier (one sent meanwhile already did)."""
@@ -252,8 +223,8 @@ class Notifier(Component):
         pages = [h.page for h in handed]
         results = await self._publish(mqtt, pages)
         try:
-            async with db.transaction(self.pool) as conn:
-                await self._settle(conn, [(h.id, h.incident_id, 0) for h in handed], pages, results, handed=True)
+            async with db.acquire(self.pool) as conn:  # one statement when all went out: no transaction
+                await self._settle(conn, [(h.id, h.incident_id, 0) for h in handed], pages, results)
         except Exception as exc:
             if not is_transient(exc):
                 raise
@@ -275,12 +246,8 @@ class Notifier(Component):
         rows: list[tuple[int, Any, int]],
         pages: list[OfficerNotification],
         results: list[Any],
-        *,
-        handed: bool = False,
     ) -> None:
-        """Record what publishing (id, incident_id, attempts) rows gave: sent, or a retry later.
-        A handed row that is no longer pending was delivered by a claim meanwhile: not again."""
-        first_sent: dict[Any, list[str]] = {}
+        """Record what publishing (id, incident_id, attempts) rows gave: sent, or a retry later."""
         sent_ids: list[int] = []
         sent_at = utcnow()
         for (row_id, incident_id, attempts), page, res in zip(rows, pages, results, strict=True):
@@ -297,17 +264,7 @@ class Notifier(Component):
                 )
                 continue
             sent_ids.append(row_id)
-            first_sent.setdefault(incident_id, []).append(page.officer_id)
         if sent_ids:
-            if handed:
-                still = {r["id"] for r in await conn.fetch(_SENT_HANDED, sent_ids, sent_at)}
-                first_sent = {}
-                for (row_id, incident_id, _), page in zip(rows, pages, strict=True):
-                    if row_id in still:
-                        first_sent.setdefault(incident_id, []).append(page.officer_id)
-                sent_ids = sorted(still)
-            else:
-                await conn.execute(_SENT, sent_ids, sent_at)
-            self.counters.inc("sent", len(sent_ids))
-        if first_sent:
-            await self._record_sent(conn, first_sent, sent_at)
+            at = msgspec.json.encode(sent_at).decode()[1:-1]
+            n = await conn.fetchval(_SENT_RECORDED, sent_ids, sent_at, self.kafka_topics.incident_updates, at)
+            self.counters.inc("sent", n)

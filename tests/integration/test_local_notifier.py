@@ -17,6 +17,7 @@ import pytest
 
 from dispatch.components import build
 from schemas import topics
+from schemas.messages import IncidentUpdate
 from tests.support.mqtt_clients import device_client, event_payload, platform_client
 from tests.support.pipeline import Pipeline
 from tests.support.waiting import wait_until
@@ -86,6 +87,37 @@ async def test_the_officer_is_paged_without_a_notify_through_postgres(env) -> No
 
             await wait_until(sent)  # recorded once the broker acknowledged the page
             assert notifies == []  # the page went out with no NOTIFY on the notifiers' channel
+
+            # Recorded on the incident, with its update for the live queue: the IncidentUpdate
+            # the relay publishes, written by the record's SQL.
+            incident = await env.pool.fetchrow(
+                "SELECT i.*, n.sent_at FROM incidents i JOIN notifications n ON n.incident_id = i.incident_id "
+                "WHERE i.first_event_id = $1",
+                body["event_id"],
+            )
+            assert incident["status"] == "notified" and incident["first_notified_at"] == incident["sent_at"]
+            kinds = await env.pool.fetch(
+                "SELECT kind, detail FROM incident_timeline WHERE incident_id = $1 ORDER BY id", incident["incident_id"]
+            )
+            assert kinds[-1]["kind"] == "notifications_sent"
+            assert kinds[-1]["detail"] == {"officers": [GRID_OFFICER], "channel": "mqtt"}
+            payload = await env.pool.fetchval(
+                "SELECT payload FROM outbox WHERE key = $1 ORDER BY id DESC LIMIT 1", str(incident["incident_id"])
+            )
+            update = msgspec.json.decode(payload, type=IncidentUpdate)
+            assert update == IncidentUpdate(
+                incident_id=str(incident["incident_id"]),
+                case_number=incident["case_number"],
+                change="notified",
+                status="notified",
+                priority=incident["priority"],
+                level=incident["level"],
+                device_id=incident["device_id"],
+                grid_code=incident["grid_code"],
+                at=incident["sent_at"],
+                version=incident["version"],
+            )
+            assert orjson.loads(payload)["at"] == msgspec.json.encode(incident["sent_at"]).decode().strip('"')
     finally:
         await listener.close()
         await pipeline.stop()
