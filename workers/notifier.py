@@ -23,6 +23,7 @@ import msgspec
 import structlog
 
 from core import db
+from core.futures import outcomes
 from core.lifecycle import Component
 from core.metrics import Counters
 from core.mqtt import MqttClient
@@ -238,7 +239,7 @@ class Notifier(Component):
             mqtt.publish_nowait(mqtt_topics.officer_notifications(p.officer_id), msgspec.json.encode(p), qos=1)
             for p in pages
         ]
-        return await asyncio.gather(*(asyncio.wait_for(f, 10.0) for f in futures), return_exceptions=True)
+        return await outcomes(futures, 10.0)
 
     async def _settle(
         self,

@@ -15,6 +15,7 @@ import asyncpg
 import structlog
 
 from core import db, kafka
+from core.futures import outcomes
 from core.lifecycle import Component
 from core.metrics import Counters
 from core.mqtt import MqttClient
@@ -102,7 +103,7 @@ class OutboxRelay(Component):
                         break
                 else:
                     futures.append(mqtt.publish_nowait(r["topic"], bytes(r["payload"]), qos=1))
-            results = await asyncio.gather(*(asyncio.wait_for(f, 15.0) for f in futures), return_exceptions=True)
+            results = await outcomes(futures, 15.0)
             done_ids = []
             for r, res in zip(rows[: len(futures)], results, strict=True):
                 if isinstance(res, BaseException):
