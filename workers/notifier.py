@@ -156,19 +156,28 @@ class Notifier(Component):
         self.counters = Counters(role)
         self.ready = asyncio.Event()
         self._wakeup: Wakeup | None = None
-        self._handed: list[HandedNotification] = []
+        # Handed over, with the time (loop clock) their lease runs out.
+        self._handed: list[tuple[float, HandedNotification]] = []
+        self._claim_requested = True
 
     def hand_over(self, handed: list[HandedNotification]) -> None:
         """Deliver notifications a worker in this process committed with a lease (see
         Settings.notifier_handover_lease_s), without claiming them."""
-        self._handed.extend(handed)
-        self.kick()
+        until = asyncio.get_running_loop().time() + self.settings.notifier_handover_lease_s
+        self._handed.extend((until, h) for h in handed)
+        if self._wakeup is not None:
+            self._wakeup.set()  # deliver them; no claim for them
 
     def kick(self) -> None:
         """Claim now: called by a worker in the same process right after it committed
         notifications (no NOTIFY round trip through Postgres, no other process to wake)."""
+        self._claim_requested = True
         if self._wakeup is not None:
             self._wakeup.set()
+
+    def _on_notify(self, _payload: str | None) -> None:
+        # A NOTIFY, or the listening connection reopened (one may have been missed): claim.
+        self._claim_requested = True
 
     async def run(self) -> None:
         mqtt = platform_client(
@@ -177,8 +186,14 @@ class Notifier(Component):
             name=f"{self.role}.mqtt",
         )
         wakeup = self._wakeup = Wakeup(
-            self.settings.database_url, "pingan_notifications", timeout_s=self.settings.db_command_timeout_s
+            self.settings.database_url,
+            "pingan_notifications",
+            self._on_notify,
+            timeout_s=self.settings.db_command_timeout_s,
         )
+        loop = asyncio.get_running_loop()
+        poll = self.settings.poll_interval_s
+        last_claim = -poll
         await mqtt.start()
         try:
             await wakeup.start()
@@ -186,10 +201,18 @@ class Notifier(Component):
                 self.ready.set()
                 log.info("notifier ready")
                 while not self.stopping:
+                    # Handed pages first, a chunk at a time; a claim when one was asked for (a
+                    # NOTIFY, a kick, a full batch before) or the poll is due. A hand-over
+                    # asks for none: at light load it would be an empty claim per alarm.
                     try:
-                        while self._handed:
+                        if self._handed:
                             await self._deliver_handed(mqtt)
-                        busy = await self._deliver_batch(mqtt)
+                        busy = bool(self._handed)
+                        if self._claim_requested or loop.time() - last_claim >= poll:
+                            self._claim_requested = False
+                            last_claim = loop.time()
+                            if await self._deliver_batch(mqtt):
+                                self._claim_requested = busy = True
                     except Exception as exc:
                         if not is_transient(exc):
                             raise
@@ -197,7 +220,7 @@ class Notifier(Component):
                         busy = False
                         await self.wait_stop(1.0)
                     if not busy:
-                        await self.idle(wakeup.wait(self.settings.poll_interval_s))
+                        await self.idle(wakeup.wait(max(0.0, last_claim + poll - loop.time())))
             finally:
                 await wakeup.stop()
         finally:
@@ -220,7 +243,16 @@ class Notifier(Component):
         """Deliver notifications a worker in this process handed over: published at once (no
         claim: the other notifiers leave them alone for the hand-over lease), then recorded."""
         n = self.settings.notifier_batch_max
-        handed, self._handed = self._handed[:n], self._handed[n:]
+        chunk, self._handed = self._handed[:n], self._handed[n:]
+        now = asyncio.get_running_loop().time()
+        handed = [h for until, h in chunk if until > now]
+        if len(handed) < len(chunk):
+            # Their lease ran out while they waited here (the broker slow or away): they are
+            # the claims' now, here or in another notifier. Publishing them too would page twice.
+            self.counters.inc("handover_expired", len(chunk) - len(handed))
+            log.warning("handed notifications left to the claims", notifications=len(chunk) - len(handed))
+        if not handed:
+            return
         pages = [h.page for h in handed]
         results = await self._publish(mqtt, pages)
         try:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import asyncpg
@@ -17,11 +17,12 @@ import pytest
 
 from dispatch.components import build
 from schemas import topics
-from schemas.messages import IncidentUpdate
+from schemas.messages import IncidentUpdate, OfficerNotification
 from tests.support.mqtt_clients import device_client, event_payload, platform_client
 from tests.support.pipeline import Pipeline
 from tests.support.waiting import wait_until
 from workers.escalation_worker import EscalationWorker
+from workers.incident_store import HandedNotification
 from workers.notifier import PAGE_ROWS, Notifier, page_of
 
 pytestmark = pytest.mark.stack
@@ -175,12 +176,12 @@ async def test_a_handed_page_is_the_page_a_claim_makes_of_the_row(env) -> None: 
             await device.client.publish(topics.device_events(dev.device_id), orjson.dumps(body), qos=1)
 
             async def handed_over() -> bool:
-                return any(h.page.event_id == body["event_id"] for h in held._handed)
+                return any(h.page.event_id == body["event_id"] for _, h in held._handed)
 
             await wait_until(handed_over)
         finally:
             await device.close()
-        handed = [h for h in held._handed if h.page.event_id == body["event_id"]]
+        handed = [h for _, h in held._handed if h.page.event_id == body["event_id"]]
         rows = await env.pool.fetch(PAGE_ROWS + " WHERE n.id = ANY($1::bigint[]) ORDER BY n.id", [h.id for h in handed])
         # As the officer app reads them (times as written on the wire, e.g. in UTC or not).
         claimed = [msgspec.to_builtins(msgspec.structs.asdict(page_of(r))) for r in rows]
@@ -190,3 +191,27 @@ async def test_a_handed_page_is_the_page_a_claim_makes_of_the_row(env) -> None: 
         assert handed[0].page.resident_note == "独居老人"
     finally:
         await pipeline.stop()
+
+
+async def test_handed_pages_whose_lease_ran_out_are_left_to_the_claims(env) -> None:  # type: ignore[no-untyped-def]
+    notifier = Notifier(env.settings.replace(notifier_handover_lease_s=0.05), env.pool, role="worker-notifier")
+    page = OfficerNotification(
+        notification_id=1,
+        officer_id=GRID_OFFICER,
+        incident_id="00000000-0000-0000-0000-000000000001",
+        case_number="990102-20261127-000001",
+        event_id="e-late",
+        kind="incident_opened",
+        reason="test",
+        priority=1,
+        event_type="alarm.panic",
+        grid_code=GRID,
+        pressed_at=datetime.now(UTC),
+        created_at=datetime.now(UTC),
+        level="grid",
+    )
+    notifier.hand_over([HandedNotification(1, page.incident_id, page)])
+    await asyncio.sleep(0.1)  # the notifier was busy: the lease ran out meanwhile
+    await notifier._deliver_handed(mqtt=None)  # type: ignore[arg-type]  # nothing to publish
+    assert notifier._handed == []
+    assert notifier.counters.snapshot()["handover_expired"] == 1
