@@ -79,10 +79,10 @@ test-stack-down:
 
 # The benchmark runs on a stack of its own (.stack-bench/, other ports).
 bench: venv
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.run $(ARGS)
 
 bench-full: venv
-	$(BIN)/python -m bench.run --full
+	$(BIN)/python -m bench.run --full $(ARGS)
 
 lint: venv
 	$(BIN)/ruff check .
