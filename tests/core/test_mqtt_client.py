@@ -234,13 +234,23 @@ def gateway_client(broker: MosquittoBroker, client_id: str) -> MqttClient:
     )
 
 
-async def test_manual_ack_unacked_message_is_redelivered(broker: MosquittoBroker, clients: AsyncExitStack) -> None:
+async def gateway_and_device(
+    broker: MosquittoBroker, clients: AsyncExitStack, device: str, tag: str
+) -> tuple[str, str, MqttClient, MqttClient]:
+    """A gateway with a persistent session subscribed to a fresh topic of `device`, and the
+    device's client: (gateway client id, topic, gateway, device). The gateway is not in
+    `clients`: a test stops it itself (and resumes its session)."""
     client_id = uid("gateway")
-    topic = f"dev/dev1/{uid('ack')}"
+    topic = f"dev/{device}/{uid(tag)}"
     gw = gateway_client(broker, client_id)
     await gw.start()
     await gw.subscribe(topic, qos=1)
-    dev = await started(clients, make_client(broker, "dev1"))
+    dev = await started(clients, make_client(broker, device))
+    return client_id, topic, gw, dev
+
+
+async def test_manual_ack_unacked_message_is_redelivered(broker: MosquittoBroker, clients: AsyncExitStack) -> None:
+    client_id, topic, gw, dev = await gateway_and_device(broker, clients, "dev1", "ack")
 
     await dev.publish(topic, b"alarm-1", qos=1)
     first = await next_message(gw)
@@ -563,12 +573,7 @@ async def test_a_burst_of_publishes_and_acks_leaves_in_few_sends(
 ) -> None:
     """What a handler queues together (a batch's PUBACKs and receipts) is written together,
     and every message still arrives in order and every ack reaches the broker."""
-    client_id = uid("gateway")
-    topic = f"dev/dev2/{uid('burst')}"
-    gw = gateway_client(broker, client_id)
-    await gw.start()
-    await gw.subscribe(topic, qos=1)
-    dev = await started(clients, make_client(broker, "dev2"))
+    client_id, topic, gw, dev = await gateway_and_device(broker, clients, "dev2", "burst")
     n = 15  # unacknowledged, within what the broker sends before it waits for acks
     await asyncio.wait_for(asyncio.gather(*(dev.publish_nowait(topic, b"%d" % i, qos=1) for i in range(n))), 10)
     got: list[MqttMessage] = []
