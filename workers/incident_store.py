@@ -106,7 +106,8 @@ VALUES ($1, $2, $3, $4, $5, $6)
 
 _OUTBOX = "INSERT INTO outbox (destination, topic, key, payload) VALUES ($1, $2, $3, $4)"
 
-# Open alarm incidents of other devices in the same building (or grid cell) opened recently.
+# Open alarm incidents of other devices in the same building (or grid cell) opened recently,
+# oldest first (they join a major incident in this order, whichever way they were written).
 _NEIGHBOURS = """
 SELECT i.incident_id, i.device_id, i.major_id
   FROM incidents i
@@ -114,6 +115,7 @@ SELECT i.incident_id, i.device_id, i.major_id
  WHERE i.category = 'alarm' AND i.closed_at IS NULL AND NOT i.is_major
    AND i.grid_code = $1 AND ($2 = '' OR d.building = $2)
    AND i.opened_at >= $3
+ ORDER BY i.opened_at, i.pressed_at, i.case_number
 """
 
 _OPEN_MAJOR = """
