@@ -63,10 +63,12 @@ class EscalationWorker(Component):
         self._local_notifier: Notifier | None = None
 
     def deliver_with(self, notifier: Notifier) -> None:
-        """Hand the notifications of each committed batch to `notifier`, a notifier in this
-        process, instead of NOTIFYing every notifier through Postgres: the officer's page goes
-        out without another process to wake. Should this process die between the commit and
-        the delivery, the other notifiers find the rows by their poll."""
+        """Hand the pages of the incidents each committed batch opened to `notifier`, a
+        notifier in this process, instead of NOTIFYing every notifier through Postgres: the
+        officer's page goes out without a claim or another process to wake. The rows are
+        committed with a lease; should this process die before they were recorded sent, the
+        other notifiers page the officers when it runs out. What the per-event path queued (a
+        join, a cancel, a major incident) it claims, kicked."""
         self._local_notifier = notifier
         self.batch.handover_lease = timedelta(seconds=self.settings.notifier_handover_lease_s)
 

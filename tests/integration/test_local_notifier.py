@@ -215,3 +215,32 @@ async def test_handed_pages_whose_lease_ran_out_are_left_to_the_claims(env) -> N
     await notifier._deliver_handed(mqtt=None)  # type: ignore[arg-type]  # nothing to publish
     assert notifier._handed == []
     assert notifier.counters.snapshot()["handover_expired"] == 1
+
+
+async def test_a_hand_over_pages_the_officer_without_a_claim(env) -> None:  # type: ignore[no-untyped-def]
+    # Polls 30 s apart: after its first claim at start, the notifier claims only when asked.
+    # (No correlation: the module's presses in one grid cell would otherwise form a major
+    # incident, whose members page nobody at the grid.)
+    settings = env.settings.replace(poll_interval_s=30.0, correlation_threshold=10**9)
+    pipeline = Pipeline(settings, env.pool, names=("gateway", "worker"))
+    notifier = next(c for c in pipeline.components if isinstance(c, Notifier))
+    claims = 0
+    claim = notifier._deliver_batch
+
+    async def counted(mqtt: Any) -> bool:
+        nonlocal claims
+        claims += 1
+        return await claim(mqtt)
+
+    notifier._deliver_batch = counted  # type: ignore[method-assign]
+    await pipeline.start()
+    try:
+        await wait_until(lambda: asyncio.sleep(0, claims >= 1))  # the claim at start
+        at_start = claims
+        for _ in range(3):
+            async with pressed(env) as (body, officer):
+                _, note = await officer.wait_for(lambda n: n["event_id"] == body["event_id"], timeout=5)
+                assert note["kind"] == "incident_opened"
+        assert claims == at_start  # three pages, no claim for any of them
+    finally:
+        await pipeline.stop()
