@@ -133,19 +133,24 @@ WITH open AS (
                           WHERE o.unit_code = g.path[array_length(g.path, 1)] AND o.active AND o.role <> 'admin'
                             AND EXISTS (SELECT 1 FROM duty_shifts s
                                          WHERE s.officer_id = o.officer_id AND s.during @> $5::timestamptz)) o
+), recent AS MATERIALIZED (
+    -- The open, recent single-device alarms of the batch's grid cells, read once for the batch
+    -- (not once per key: a generic plan may read them through any index of open incidents).
+    SELECT i.device_id, i.grid_code
+      FROM incidents i
+     WHERE i.category = 'alarm' AND i.closed_at IS NULL AND NOT i.is_major
+       AND i.grid_code = ANY($7::text[]) AND i.opened_at >= $9
 ), correlation AS (
-    -- The building of a device is looked up only for a building's key: a grid cell's key
-    -- counts the cell's open alarms from incidents_open_alarms_grid_idx alone.
+    -- The building of a device is looked up only for a building's key.
     SELECT k.key,
            EXISTS (SELECT 1 FROM incidents m
                     WHERE m.is_major AND m.closed_at IS NULL AND m.correlation_key = k.key) AS has_major,
-           (SELECT count(DISTINCT i.device_id)
-              FROM incidents i
-             WHERE i.category = 'alarm' AND i.closed_at IS NULL AND NOT i.is_major
-               AND i.grid_code = k.grid_code AND i.opened_at >= $9
+           (SELECT count(DISTINCT r.device_id)
+              FROM recent r
+             WHERE r.grid_code = k.grid_code
                AND CASE WHEN k.building = '' THEN true
                         ELSE EXISTS (SELECT 1 FROM devices d
-                                      WHERE d.device_id = i.device_id AND d.building = k.building) END) AS devices
+                                      WHERE d.device_id = r.device_id AND d.building = k.building) END) AS devices
       FROM unnest($6::text[], $7::text[], $8::text[]) AS k(key, grid_code, building)
 ), cases AS (
     SELECT nextval('case_number_seq') AS n
