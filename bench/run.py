@@ -41,6 +41,8 @@ BENCH_STACK = {
     "PINGAN_KAFKA_PORT": "19096",
     "PINGAN_KAFKA_CONTROLLER_PORT": "19097",
 }
+# Steps that halve the gap between the last rate held and the first one not held.
+REFINE_STEPS = 2
 COMPONENTS = ["gateway", "worker", "notifier", "relay", "timer"]
 # --layout paired: the gateway in one process, the rest of the alarm path in another.
 PAIRED = {"workers": ["worker", "notifier", "relay", "timer"]}
@@ -177,6 +179,7 @@ async def run_step(
     out["joined_open_incident"] = fleet.joined - joined0
     out["no_free_device"] = fleet.starved - starved0
     out["throughput_per_s"] = round(recorded / (duration + max(drain, 0.0)), 1)
+    out["tag"] = tag
     return out
 
 
@@ -307,21 +310,28 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         say("maximum sustained rate (every press opens an incident and notifies an officer)")
         steps, best = [], None
         rate = 100.0
+        failed_at = None
         while rate <= 20000:
-            step = await run_step(
-                ctx, rate=rate, duration=p["step_s"], tag=f"max{int(rate)}x{tag}", drain_s=p["drain_s"]
-            )
-            step["held"] = held(step)
+            step = await alarm_step(ctx, p, rate, f"max{int(rate)}x{tag}")
             steps.append(step)
-            say(
-                f"  {rate:.0f}/s: achieved {step['achieved_rate']}, lost {step['lost']}, "
-                f"p99 {step['press_to_notification_ms']['p99']} ms, drain {step['drain_s']} s -> "
-                f"{'held' if step['held'] else 'not held'}"
-            )
             if not step["held"]:
+                failed_at = rate
                 break
             best = rate
             rate *= 1.5
+        # The steps grow by half: between the last rate held and the first one not held, halve
+        # the gap twice, so the figure is within an eighth of that gap of the system's limit.
+        lo, hi = best, failed_at
+        for _ in range(REFINE_STEPS if lo is not None and hi is not None else 0):
+            assert lo is not None and hi is not None
+            await quiet(pool, steps[-1])
+            rate = round((lo + hi) / 2)
+            step = await alarm_step(ctx, p, rate, f"max{int(rate)}x{tag}")
+            steps.append(step)
+            if step["held"]:
+                lo = best = rate
+            else:
+                hi = rate
         results["max_rate"] = {"steps": steps, "max_sustained_per_s": best}
         max_rate = best or 50.0
 
@@ -334,28 +344,22 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         )
 
         say("heartbeats (device health only, no incident)")
-        hb_steps, hb_best = [], None
+        hb_steps: list[dict[str, Any]] = []
+        hb_best, hb_failed = None, None
         for hb_rate in (2000, 4000, 8000, 16000, 32000):
-            step = await run_step(
-                ctx,
-                rate=hb_rate,
-                duration=p["hb_step_s"],
-                tag=f"hb{hb_rate}x{tag}",
-                type_="device.heartbeat",
-                drain_s=p["drain_s"],
-            )
-            step["held"] = (
-                step["achieved_rate"] >= 0.95 * hb_rate
-                and step["publish_errors"] == 0
-                and step["acked_by_broker"] == step["sent"]
-                and step["lost"] == 0
-                and 0 <= step["drain_s"] <= p["hb_step_s"]
-            )
+            step = await heartbeat_step(ctx, p, hb_rate, f"hb{hb_rate}x{tag}")
             hb_steps.append(step)
-            say(f"  {hb_rate}/s: achieved {step['achieved_rate']}, lost {step['lost']}, drain {step['drain_s']} s")
             if not step["held"]:
+                hb_failed = hb_rate
                 break
             hb_best = hb_rate
+        if hb_best is not None and hb_failed is not None:
+            await quiet(pool, hb_steps[-1])
+            hb_rate = (hb_best + hb_failed) // 2
+            step = await heartbeat_step(ctx, p, hb_rate, f"hb{hb_rate}x{tag}")
+            hb_steps.append(step)
+            if step["held"]:
+                hb_best = hb_rate
         results["heartbeats"] = {"steps": hb_steps, "max_sustained_per_s": hb_best}
 
         burst_rate = 3 * max_rate
@@ -385,6 +389,44 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         # deleting them would run beside that run's measurements.
         await harness.drop_old_kafka(settings.kafka_bootstrap, "pingan-bench")
     return results
+
+
+async def alarm_step(ctx: dict[str, Any], p: dict[str, Any], rate: float, tag: str) -> dict[str, Any]:
+    step = await run_step(ctx, rate=rate, duration=p["step_s"], tag=tag, drain_s=p["drain_s"])
+    step["held"] = held(step)
+    say(
+        f"  {rate:.0f}/s: achieved {step['achieved_rate']}, lost {step['lost']}, "
+        f"p99 {step['press_to_notification_ms']['p99']} ms, drain {step['drain_s']} s -> "
+        f"{'held' if step['held'] else 'not held'}"
+    )
+    return step
+
+
+async def heartbeat_step(ctx: dict[str, Any], p: dict[str, Any], rate: int, tag: str) -> dict[str, Any]:
+    step = await run_step(
+        ctx, rate=rate, duration=p["hb_step_s"], tag=tag, type_="device.heartbeat", drain_s=p["drain_s"]
+    )
+    step["held"] = (
+        step["achieved_rate"] >= 0.95 * rate
+        and step["publish_errors"] == 0
+        and step["acked_by_broker"] == step["sent"]
+        and step["lost"] == 0
+        and 0 <= step["drain_s"] <= p["hb_step_s"]
+    )
+    say(f"  {rate}/s: achieved {step['achieved_rate']}, lost {step['lost']}, drain {step['drain_s']} s")
+    return step
+
+
+async def quiet(pool: asyncpg.Pool[Any], last: dict[str, Any]) -> None:
+    """Before a step that follows one not held: wait until that step's backlog is recorded (at
+    most two minutes) and the queues are empty, so the next step does not inherit it."""
+    tag = last["tag"]
+
+    async def recorded() -> bool:
+        return await count_recorded(pool, tag) >= int(last["acked_by_broker"])
+
+    await wait_until(recorded, 120)
+    await settle(pool, 2)
 
 
 async def settle(pool: asyncpg.Pool[Any], pause_s: float) -> float:
