@@ -59,6 +59,8 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from core import paho_tables
+
 if TYPE_CHECKING:
     from paho.mqtt.client import SocketLike
 
@@ -75,6 +77,9 @@ __all__ = [
 ]
 
 log = structlog.get_logger(__name__)
+
+# paho's per-packet objects share their constant tables (see core/paho_tables.py).
+paho_tables.share()
 
 _BACKOFF_INITIAL: Final = 0.1
 _BACKOFF_MAX: Final = 5.0
