@@ -106,3 +106,19 @@ async def test_a_record_kafka_would_not_take_is_a_failed_delivery(fakes: list[Fa
     await p.send_and_wait("topic", b"b")
     assert fakes[0].sent == [b"b"] and p.renewals == 0
     await p.stop()
+
+
+def test_cached_partitioner_places_keys_as_the_default_one() -> None:
+    """Order per device rests on a key always going to the same partition, the one the Java
+    client and aiokafka's DefaultPartitioner choose."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    default, cached = DefaultPartitioner(), kafka.CachedKeyPartitioner()
+    keys = [f"dev-{i}".encode() for i in range(500)] + [b"", b"\x00\xff", "网格-1".encode()]
+    for n in (1, 3, 12):
+        parts = list(range(n))
+        for _ in range(2):  # the second pass is served from the cache
+            assert [cached(k, parts, parts) for k in keys] == [default(k, parts, parts) for k in keys]
+    # murmur2 of a known key, as the Java client computes it
+    assert cached(b"21", list(range(1000)), []) == (-973932308 & 0x7FFFFFFF) % 1000
+    assert cached(None, [0, 1, 2], [1]) == 1
