@@ -522,6 +522,11 @@ kafka_up() {
 	ensure_port_free kafka-controller "$KAFKA_CTRL_PORT"
 	[[ -z $KAFKA_PROXIED_PORT ]] || ensure_port_free kafka-proxied "$KAFKA_PROXIED_PORT"
 
+	# The JVM settings of Kafka's own start script (kafka-run-class.sh): G1 aiming at 20 ms pauses,
+	# not the JVM's default of 200 ms (young collections here took 26 ms on average, and every
+	# record in flight waits for them).
+	local -a jvm_opts=(-server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35
+		-XX:+ExplicitGCInvokesConcurrent -XX:MaxInlineLevel=15 -Djava.awt.headless=true)
 	printf 'kafka: starting on %s (controller %s) ...' "$KAFKA_PORT" "$KAFKA_CTRL_PORT"
 	[[ -f $KAFKA_LOGS/server.log ]] && off=$(stat -c %s "$KAFKA_LOGS/server.log")
 	rm -f "$KAFKA_PID"
@@ -529,7 +534,7 @@ kafka_up() {
 	# file is right even if setsid has to fork. setsid+nohup: the broker survives
 	# the end of this script and of the calling terminal/CI step.
 	nohup setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$KAFKA_PID" \
-		java -Xms512m -Xmx1g -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
+		java -Xms512m -Xmx1g -XX:+ExitOnOutOfMemoryError "${jvm_opts[@]}" \
 		-Dlog4j.configuration="file:$DEPLOY_DIR/kafka/log4j.properties" -Dkafka.logs.dir="$KAFKA_LOGS" \
 		-cp "$KAFKA_LIBS/*" kafka.Kafka "$KAFKA_CONF" >"$KAFKA_OUT" 2>&1 </dev/null 9>&- &
 
