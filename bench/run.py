@@ -28,8 +28,7 @@ from bench.procs import REPO, Components, Watched, service_pid
 from bench.stats import summary
 from core import db, kafka
 from core.mosquitto_passwords import hash_password
-from core.mqtt import MqttError
-from core.platform_mqtt import platform_client
+from core.platform_mqtt import discard_session
 from core.settings import Settings
 from dispatch.credentials import sync_broker_credentials
 from dispatch.demo_city import seed, units
@@ -466,16 +465,10 @@ async def settle(pool: asyncpg.Pool[Any], pause_s: float) -> float:
 
 
 async def discard_gateway_session(settings: Settings) -> None:
-    """End the run's gateway session now (a clean start under its client id) instead of
-    leaving the broker to expire it: Mosquitto 2.0.11 has crashed at a session's expiry in
-    the middle of the next run (a general protection fault, seen in the kernel log)."""
-    client = platform_client(settings, client_id=f"pingan-gw-{settings.instance_id}", name="bench.discard")
-    try:
-        await client.start(timeout=10)
-    except (MqttError, TimeoutError) as exc:
-        say(f"could not discard the gateway's MQTT session: {exc!r}")
-    finally:
-        await client.stop()
+    """End the run's gateway session now instead of leaving the broker to expire it (see
+    core.platform_mqtt.discard_session: Mosquitto 2.0.11 has crashed over such sessions)."""
+    if not await discard_session(settings, f"pingan-gw-{settings.instance_id}"):
+        say("could not discard the gateway's MQTT session")
 
 
 async def generator_ceiling(fleet: LeanFleet, duration: float) -> float:

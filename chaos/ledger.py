@@ -17,6 +17,7 @@ import orjson
 from bench.load import Fleet
 from bench.stats import summary
 from core.mqtt import MqttClient
+from core.platform_mqtt import discard_session
 from core.settings import Settings
 from schemas import topics
 
@@ -31,6 +32,7 @@ class Probe:
         self.by_notification: Counter[int] = Counter()  # notification_id -> times received
         self.opened: dict[tuple[str, str], set[int]] = {}  # (incident, officer) -> notification ids
         self.event_of_incident: dict[str, str] = {}
+        self.settings = settings
         self.client = MqttClient(
             host=settings.mqtt_host,
             port=settings.mqtt_port,
@@ -69,6 +71,8 @@ class Probe:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         await self.client.stop()
+        # Done with it: its persistent session goes too (core.platform_mqtt.discard_session).
+        await discard_session(self.settings, self.client.client_id, timeout=5)
 
 
 class Resolver:

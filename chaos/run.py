@@ -55,6 +55,7 @@ from core import db, kafka
 from core.incident_model import LEVELS, LevelPolicy, Policy
 from core.logging import configure
 from core.mosquitto_passwords import hash_password
+from core.platform_mqtt import discard_session
 from core.settings import Settings
 from dispatch.credentials import sync_broker_credentials
 from dispatch.demo_city import seed, units
@@ -265,6 +266,8 @@ class Rig:
         await self.fleet.close()
         await self.kept.close()
         self.comps.stop()
+        # This rig's gateway is gone for good (core.platform_mqtt.discard_session).
+        await discard_session(self.settings, f"pingan-gw-{self.settings.instance_id}", timeout=5)
         if self.pool:
             await self.pool.close()
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from core.mqtt import MqttClient
+import structlog
+
+from core.mqtt import MqttClient, MqttError
 from core.settings import Settings
+
+log = structlog.get_logger(__name__)
 
 
 def platform_client(
@@ -22,3 +26,24 @@ def platform_client(
         manual_ack=manual_ack,
         name=name,
     )
+
+
+async def discard_session(settings: Settings, client_id: str, *, timeout: float = 10.0) -> bool:
+    """End the persistent session of `client_id` now: connect under it with a clean start and
+    leave (session expiry 0). For a gateway that is gone for good (a test module's, a benchmark
+    run's), not for one that restarts: its session holds the events published while it is away.
+
+    Mosquitto 2.0.11 (Debian 12) re-checks every session on a password-file reload (SIGHUP),
+    and "disconnects" the inactive persistent ones again each time, which corrupts its list of
+    expiring sessions: it has crashed in session_expiry__remove after such reloads (and once at
+    a session's expiry). A session discarded this way is no longer there to trip it.
+    Returns False if the broker could not be reached (the session then expires by itself)."""
+    client = platform_client(settings, client_id=client_id, name="mqtt.discard")
+    try:
+        await client.start(timeout=timeout)
+        return True
+    except (MqttError, TimeoutError) as exc:
+        log.warning("mqtt session not discarded", client_id=client_id, error=repr(exc))
+        return False
+    finally:
+        await client.stop()

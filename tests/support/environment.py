@@ -11,6 +11,7 @@ import asyncpg
 
 from core import db
 from core.mqtt import MqttClient, MqttConnectError
+from core.platform_mqtt import discard_session
 from core.settings import Settings
 from dispatch.credentials import Provisioned, add_device, sync_broker_credentials
 from dispatch.demo_city import seed
@@ -93,6 +94,10 @@ class TestEnvironment:
                 await probe.stop()
 
     async def close(self) -> None:
+        # The module's gateways are gone for good: their persistent MQTT sessions go too, or
+        # Mosquitto 2.0.11 may crash on the next password reload (core.platform_mqtt).
+        for client_id in (f"pingan-gw-{self.settings.instance_id}", f"pingan-actions-{self.settings.instance_id}"):
+            await discard_session(self.settings, client_id, timeout=5)
         await self.pool.close()
         admin = await asyncpg.connect(self.admin_dsn)
         try:
