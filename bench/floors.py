@@ -93,14 +93,19 @@ async def kafka_floor(settings: Settings, n: int) -> dict[str, Any]:
 
 
 async def postgres_floor(settings: Settings, n: int) -> dict[str, Any]:
+    """One insert and its commit, durable as the alarm path's are: into an ordinary table, so
+    the commit waits for its WAL to reach the disk (a temporary table's commit writes no WAL;
+    measured here, 0.44 ms against 1.14 ms a commit)."""
     conn = await asyncpg.connect(settings.database_url)
     try:
-        await conn.execute("CREATE TEMP TABLE bench_floor (id bigserial PRIMARY KEY, v text)")
+        await conn.execute("DROP TABLE IF EXISTS bench_floor")
+        await conn.execute("CREATE TABLE bench_floor (id bigserial PRIMARY KEY, v text)")
         lat = []
         for i in range(n):
             t0 = time.monotonic()
             await conn.execute("INSERT INTO bench_floor (v) VALUES ($1)", str(i))  # autocommit: one commit
             lat.append((time.monotonic() - t0) * 1000)
+        await conn.execute("DROP TABLE bench_floor")
         return summary(lat)
     finally:
         await conn.close()
