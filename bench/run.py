@@ -571,7 +571,7 @@ def table(r: dict[str, Any]) -> str:
         ("  ratio p50 / S(p50)  (goal <= 1.5)", _ratio(n["p50"], f["S_p50_ms"])),
         ("  ratio p99 / S(p99)  (goal <= 2)", _ratio(n["p99"], f["S_p99_ms"])),
         ("light load press->device receipt p50/p99 ms", f"{rc['p50']} / {rc['p99']}"),
-        ("max sustained alarms/s (p99 < 1 s, nothing lost)  (goal 1000, then 5000)", str(maxr)),
+        ("max sustained alarms/s (p99 < 1 s, nothing lost)  (goal 1000, then 5000)", f"{maxr:.0f}" if maxr else "-"),
         ("heartbeats/s sustained  (goal 20000)", str(r["heartbeats"]["max_sustained_per_s"])),
         (
             "burst lost / drain s / order kept / worst ms",
