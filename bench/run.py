@@ -34,7 +34,7 @@ from core import db, kafka
 from core.mosquitto_passwords import hash_password
 from core.platform_mqtt import discard_session
 from core.settings import Settings
-from dispatch.credentials import sync_broker_credentials
+from dispatch.credentials import sync_broker_credentials, wait_broker_accepts
 from dispatch.demo_city import seed, units
 
 BENCH_STACK = {
@@ -111,7 +111,7 @@ async def prepare(base: Settings, n_devices: int, tag: str) -> Settings:
         await conn.close()
     await harness.drop_old_kafka(settings.kafka_bootstrap, "pingan-bench")
     await kafka.ensure_topics(settings)
-    await asyncio.sleep(1.0)  # the broker reloads its password file
+    await wait_broker_accepts(settings, "b000000", DEVICE_PASSWORD)
     return settings
 
 

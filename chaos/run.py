@@ -57,7 +57,7 @@ from core.logging import configure
 from core.mosquitto_passwords import hash_password
 from core.platform_mqtt import discard_session
 from core.settings import Settings
-from dispatch.credentials import sync_broker_credentials
+from dispatch.credentials import sync_broker_credentials, wait_broker_accepts
 from dispatch.demo_city import seed, units
 
 # Ports of the chaos stack, and of what the suite puts in front of it: the TCP proxies the
@@ -200,7 +200,7 @@ async def prepare(base: Settings, n_devices: int, tag: str) -> Settings:
         await conn.close()
     await harness.drop_old_kafka(settings.kafka_bootstrap, "pingan-chaos")
     await kafka.ensure_topics(settings)
-    await asyncio.sleep(1.0)  # the broker reloads its password file
+    await wait_broker_accepts(settings, device_ids(n_devices)[0], DEVICE_PASSWORD)
     return settings
 
 

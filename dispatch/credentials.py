@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import re
 import secrets
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +17,7 @@ import structlog
 
 from core.errors import NotFound, PinganError
 from core.mosquitto_passwords import hash_password, reload_broker, verify_password, write_password_file
+from core.mqtt import MqttClient, MqttConnectError
 from core.settings import Settings
 from schemas.events import DEVICE_ID_PATTERN
 
@@ -155,3 +158,40 @@ def _platform_entry(settings: Settings) -> str:
         if user == settings.mqtt_username and encoded and verify_password(settings.mqtt_password, encoded):
             return encoded
     return hash_password(settings.mqtt_password)
+
+
+async def wait_broker_accepts(settings: Settings, username: str, password: str, *, timeout: float = 15.0) -> None:
+    """Return once the broker takes this account (a login with it succeeds); raise
+    MqttConnectError if it still refuses after `timeout` seconds.
+
+    The broker reloads its password file a moment after the SIGHUP, and Mosquitto 2.0.11 can
+    lose a SIGHUP that arrives while it is still busy with the one before (two syncs in a row:
+    one reload in its log, and the second file never read). So while the account is refused,
+    the broker is asked to reload again, once a second."""
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    next_reload = loop.time() + 1.0
+    while True:
+        probe = MqttClient(
+            host=settings.mqtt_host,
+            port=settings.mqtt_port,
+            client_id=f"probe-{uuid.uuid4().hex[:8]}",
+            username=username,
+            password=password,
+            reconnect=False,
+            name="credentials.probe",
+        )
+        try:
+            await probe.start(timeout=5)
+            return
+        except MqttConnectError:
+            if loop.time() > deadline:
+                raise
+            if loop.time() >= next_reload:
+                log.info("broker still refuses a new account: reloading it again", username=username)
+                reload_broker(settings.mqtt_pid_file)
+                next_reload = loop.time() + 1.0
+            await asyncio.sleep(0.05)
+        finally:
+            await probe.stop()

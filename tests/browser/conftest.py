@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
@@ -12,7 +11,6 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, async_playwright
 
-from core.mqtt import MqttConnectError
 from dispatch.credentials import add_device, sync_broker_credentials
 from tests.browser.desk import CHROMIUM, CHROMIUM_ARGS, CuttableProxy, Device
 from tests.conftest import REPO
@@ -60,18 +58,10 @@ async def devices(env: Any) -> AsyncIterator[Any]:
             p = await add_device(
                 conn, device_id=device_id, grid_code=grid, kind=kind, address=address, resident_note=note
             )
-        for attempt in range(5):
-            # The broker reloads its password file on a signal, a moment after the write; and
-            # another run on the same test stack may rewrite the file from its own database.
-            async with env.pool.acquire() as conn:
-                await sync_broker_credentials(conn, env.settings)
-            try:
-                collector = await device_client(env.settings, device_id, p.password)
-                break
-            except MqttConnectError:
-                if attempt == 4:
-                    raise
-                await asyncio.sleep(0.2)
+        async with env.pool.acquire() as conn:
+            await sync_broker_credentials(conn, env.settings)
+        await env.broker_knows(device_id, p.password)
+        collector = await device_client(env.settings, device_id, p.password)
         d = Device(device_id, collector)
         made.append(d)
         return d

@@ -52,6 +52,7 @@ async def run_one(stack_env: dict[str, str], base_settings: Settings, name: str,
         async with env.pool.acquire() as conn:
             await add_devices(conn, settings, ids + kept_ids(), "chaos-device-password")
             await short_policy(conn)
+        await env.broker_knows(ids[0], "chaos-device-password")
         await kafka.ensure_topics(settings)
         for p in proxies.values():
             await p.start()

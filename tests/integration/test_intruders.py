@@ -419,6 +419,7 @@ async def test_injected_sql_and_script_are_stored_and_returned_verbatim(env, pip
                 conn, device_id=device_id, grid_code=GRID, kind="pendant", address=text, resident_note=text
             )
             await sync_broker_credentials(conn, env.settings)
+        await env.broker_knows(device_id, p.password)
         client = await connect(env, p)
         try:
             await client.client.publish(topics.device_events(device_id), orjson.dumps(event_payload(device_id)))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -10,10 +9,9 @@ from typing import Any
 import asyncpg
 
 from core import db
-from core.mqtt import MqttClient, MqttConnectError
 from core.platform_mqtt import discard_session
 from core.settings import Settings
-from dispatch.credentials import Provisioned, add_device, sync_broker_credentials
+from dispatch.credentials import Provisioned, add_device, sync_broker_credentials, wait_broker_accepts
 from dispatch.demo_city import seed
 
 
@@ -67,31 +65,10 @@ class TestEnvironment:
         await self.broker_knows(device_id, p.password)
         return p
 
-    async def broker_knows(self, username: str, password: str, timeout: float = 10.0) -> None:
-        """Wait until the broker has reloaded its password file and takes this account: it
-        reloads on a signal, a moment after the file was written (a test that connects at
-        once would otherwise race it on a busy machine)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            probe = MqttClient(
-                host=self.settings.mqtt_host,
-                port=self.settings.mqtt_port,
-                client_id=f"probe-{uuid.uuid4().hex[:8]}",
-                username=username,
-                password=password,
-                reconnect=False,
-                name="test.probe",
-            )
-            try:
-                await probe.start(timeout=5)
-                return
-            except MqttConnectError:
-                if loop.time() > deadline:
-                    raise
-                await asyncio.sleep(0.05)
-            finally:
-                await probe.stop()
+    async def broker_knows(self, username: str, password: str, timeout: float = 15.0) -> None:
+        """Wait until the broker has reloaded its password file and takes this account (a test
+        that connects at once would otherwise race the reload on a busy machine)."""
+        await wait_broker_accepts(self.settings, username, password, timeout=timeout)
 
     async def close(self) -> None:
         # The module's gateways are gone for good: their persistent MQTT sessions go too, or
