@@ -160,6 +160,20 @@ def _platform_entry(settings: Settings) -> str:
     return hash_password(settings.mqtt_password)
 
 
+def login_probe(settings: Settings, username: str, password: str) -> MqttClient:
+    """A one-off client that only tries to log in with an account (no reconnects): start() it
+    to see whether the broker takes the account, then stop() it."""
+    return MqttClient(
+        host=settings.mqtt_host,
+        port=settings.mqtt_port,
+        client_id=f"probe-{uuid.uuid4().hex[:8]}",
+        username=username,
+        password=password,
+        reconnect=False,
+        name="credentials.probe",
+    )
+
+
 async def wait_broker_accepts(settings: Settings, username: str, password: str, *, timeout: float = 15.0) -> None:
     """Return once the broker takes this account (a login with it succeeds); raise
     MqttConnectError if it still refuses after `timeout` seconds.
@@ -173,15 +187,7 @@ async def wait_broker_accepts(settings: Settings, username: str, password: str, 
     deadline = loop.time() + timeout
     next_reload = loop.time() + 1.0
     while True:
-        probe = MqttClient(
-            host=settings.mqtt_host,
-            port=settings.mqtt_port,
-            client_id=f"probe-{uuid.uuid4().hex[:8]}",
-            username=username,
-            password=password,
-            reconnect=False,
-            name="credentials.probe",
-        )
+        probe = login_probe(settings, username, password)
         try:
             await probe.start(timeout=5)
             return

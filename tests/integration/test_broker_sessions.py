@@ -13,7 +13,7 @@ from core.mosquitto_passwords import hash_password, write_password_file
 from core.mqtt import MqttClient, MqttConnectError
 from core.platform_mqtt import discard_session, platform_client
 from core.settings import Settings
-from dispatch.credentials import wait_broker_accepts
+from dispatch.credentials import login_probe, wait_broker_accepts
 
 pytestmark = pytest.mark.stack
 
@@ -62,15 +62,7 @@ async def test_a_new_account_is_taken_without_the_reload_signal(base_settings: S
     username, password = f"t-sig-{uuid.uuid4().hex[:8]}", "no-signal-password"
     write_password_file(path, [*entries, (username, hash_password(password))])
     try:
-        probe = MqttClient(
-            host=base_settings.mqtt_host,
-            port=base_settings.mqtt_port,
-            client_id=f"probe-{uuid.uuid4().hex[:8]}",
-            username=username,
-            password=password,
-            reconnect=False,
-            name="test.probe",
-        )
+        probe = login_probe(base_settings, username, password)
         with pytest.raises(MqttConnectError):  # no reload yet: the broker does not know it
             await probe.start(timeout=5)
         await probe.stop()
