@@ -297,7 +297,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         if args.rate:
             say(f"one step at {args.rate:.0f}/s")
             step = await run_step(
-                ctx, rate=args.rate, duration=p["step_s"], tag=f"one{tag}", drain_s=p["drain_s"], type_=args.type
+                ctx,
+                rate=args.rate,
+                duration=args.seconds or p["step_s"],
+                tag=f"one{tag}",
+                drain_s=p["drain_s"],
+                type_=args.type,
             )
             step["held"] = held(step)
             results["one_step"] = step
@@ -446,8 +451,7 @@ async def settle(pool: asyncpg.Pool[Any], pause_s: float) -> float:
 
     async def empty() -> bool:
         return not await pool.fetchval(
-            "SELECT (SELECT count(*) FROM outbox WHERE published_at IS NULL) "
-            "+ (SELECT count(*) FROM notifications WHERE status = 'pending')"
+            "SELECT (SELECT count(*) FROM outbox) + (SELECT count(*) FROM notifications WHERE status = 'pending')"
         )
 
     async def no_vacuum() -> bool:
@@ -608,6 +612,7 @@ def main() -> int:
         help="paired (default): the gateway, and the rest of the alarm path in one process, as on a small "
         "machine (the worker hands its pages to the notifier beside it); separate: one process per component",
     )
+    ap.add_argument("--seconds", type=float, default=None, help="how long the --rate step lasts")
     ap.add_argument("--type", default="alarm.panic", help="the event type of --rate (e.g. device.heartbeat)")
     args = ap.parse_args()
     from core.logging import configure

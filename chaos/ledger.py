@@ -253,7 +253,7 @@ async def ledger(pool: asyncpg.Pool[Any], sent: Sent, probe: Probe) -> dict[str,
     pending = await query(
         pool,
         "SELECT (SELECT count(*) FROM notifications WHERE status <> 'sent') AS notifications, "
-        "(SELECT count(*) FROM outbox WHERE published_at IS NULL) AS outbox, "
+        "(SELECT count(*) FROM outbox) AS outbox, "
         "(SELECT count(*) FROM unprocessable_events) AS unprocessable",
     )
     # Notifications due for half a minute and still not sent, once the backlog drained: a

@@ -19,7 +19,7 @@ SELECT
   (SELECT count(*) FROM notifications, w WHERE status = 'sent' AND sent_at >= w.since) AS notifications_sent,
   (SELECT count(*) FROM notifications WHERE status = 'pending') AS notifications_pending,
   (SELECT count(*) FROM notifications WHERE status = 'failed') AS notifications_failed,
-  (SELECT count(*) FROM outbox WHERE published_at IS NULL) AS outbox_pending
+  (SELECT count(*) FROM outbox) AS outbox_pending
 """
 
 # Press (the gateway's receipt of the first event) to the first notification delivered.

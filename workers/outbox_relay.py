@@ -1,8 +1,9 @@
 """The outbox relay: publishes rows of the transactional outbox to Kafka or MQTT, in id order.
 
-Rows are claimed with `FOR UPDATE SKIP LOCKED`, published, and marked published in the same
-transaction; a relay that dies mid-way leaves them to the next claim (at-least-once; records
-carry the incident's version so a consumer can drop a repeat).
+Rows are claimed with `FOR UPDATE SKIP LOCKED`, published, and deleted in the same transaction
+once the broker holds them (the outbox is a queue: what happened is on the incidents'
+timelines, what was announced is in Kafka); a relay that dies mid-way leaves them to the next
+claim (at-least-once; records carry the incident's version so a consumer can drop a repeat).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ log = structlog.get_logger(__name__)
 _CLAIM = """
 SELECT id, destination, topic, key, payload, attempts
   FROM outbox
- WHERE published_at IS NULL AND next_attempt_at <= clock_timestamp()
+ WHERE next_attempt_at <= clock_timestamp()
  ORDER BY id
  LIMIT $1
  FOR UPDATE SKIP LOCKED
@@ -124,9 +125,6 @@ class OutboxRelay(Component):
                 else:
                     done_ids.append(r["id"])
             if done_ids:
-                await conn.execute(
-                    "UPDATE outbox SET published_at = clock_timestamp() WHERE id = ANY($1::bigint[])",
-                    done_ids,
-                )
+                await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", done_ids)
                 self.counters.inc("published", len(done_ids))
             return len(rows) == _BATCH

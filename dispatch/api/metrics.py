@@ -12,7 +12,7 @@ _GAUGES = """
 SELECT
   (SELECT count(*) FROM notifications WHERE status = 'pending') AS notifications_pending,
   (SELECT count(*) FROM notifications WHERE status = 'failed') AS notifications_failed,
-  (SELECT count(*) FROM outbox WHERE published_at IS NULL) AS outbox_pending,
+  (SELECT count(*) FROM outbox) AS outbox_pending,
   (SELECT count(*) FROM incidents WHERE closed_at IS NULL AND due_at < clock_timestamp() - interval '5 seconds')
     AS deadlines_overdue
 """
