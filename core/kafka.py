@@ -125,6 +125,38 @@ def producer(settings: Settings, *, client_id: str) -> Producer:
     return Producer(settings, client_id=client_id)
 
 
+class IngressProducers:
+    """A gateway's two producers. `urgent` (kafka_linger_ms) takes everything that must leave at
+    once: alarms, cancels, maintenance events, rejections. `health` waits up to
+    kafka_health_linger_ms to fill its requests, for accepted heartbeats, which are many and
+    urgent to nobody. A device's heartbeat may reach its partition after an alarm the device
+    sent later: what a heartbeat records (last seen, battery, sequence) is kept by sequence,
+    not by arrival."""
+
+    def __init__(self, settings: Settings, *, client_id: str) -> None:
+        self.urgent = Producer(settings, client_id=client_id)
+        self.health = Producer(
+            settings.replace(kafka_linger_ms=settings.kafka_health_linger_ms), client_id=f"{client_id}-health"
+        )
+
+    def of(self, health: bool) -> Producer:
+        return self.health if health else self.urgent
+
+    async def start(self) -> None:
+        await self.urgent.start()
+        try:
+            await self.health.start()
+        except BaseException:
+            await self.urgent.stop()
+            raise
+
+    async def stop(self) -> None:
+        try:
+            await self.health.stop()
+        finally:
+            await self.urgent.stop()
+
+
 @functools.lru_cache(maxsize=1 << 16)
 def _key_hash(key: bytes) -> int:
     return int(murmur2(key)) & 0x7FFFFFFF

@@ -159,7 +159,7 @@ class HttpIngest(WebServer):
         self.producer: Any = None
 
     async def build(self) -> web.Application:
-        self.producer = kafka.producer(self.settings, client_id=f"pingan-{self.gateway_id}")
+        self.producer = kafka.IngressProducers(self.settings, client_id=f"pingan-{self.gateway_id}")
         await self.producer.start()
         return build_app(self.settings, self.pool, self.producer, gateway_id=self.gateway_id)
 

@@ -16,6 +16,7 @@ import msgspec
 import structlog
 
 from core import kafka
+from core.kafka import IngressProducers
 from core.metrics import Counters
 from core.pg_errors import is_transient
 from core.pg_wakeup import Wakeup
@@ -54,7 +55,12 @@ class Taken:
             return False
         if not self.accepted or self.receipt.detail:  # a refusal, or a warning (the device's clock)
             return True
-        return getattr(self.result, "type", None) != "device.heartbeat"
+        return not self.heartbeat
+
+    @property
+    def heartbeat(self) -> bool:
+        """An accepted heartbeat: it goes by the gateway's lingering producer."""
+        return getattr(self.result, "type", None) == "device.heartbeat"
 
 
 class Intake:
@@ -211,12 +217,14 @@ class Intake:
         return Taken(self.topics.alarm_events, result.device_id.encode(), record, receipt, result)
 
     @staticmethod
-    async def send(producer: Any, taken: Taken) -> asyncio.Future[Any]:
-        """Hand the record to the producer (in arrival order: order per device is kept)."""
+    async def send(producers: IngressProducers, taken: Taken) -> asyncio.Future[Any]:
+        """Hand the record to its producer (in arrival order: the order of a device's events is
+        kept, apart from heartbeats; see IngressProducers)."""
+        producer = producers.of(health=taken.heartbeat)
         fut: asyncio.Future[Any] = await producer.send(taken.kafka_topic, taken.record, key=taken.key)
         return fut
 
-    async def confirm(self, producer: Any, taken: Taken, fut: asyncio.Future[Any]) -> None:
+    async def confirm(self, producers: IngressProducers, taken: Taken, fut: asyncio.Future[Any]) -> None:
         """Return once Kafka holds the record (acks=all); if the producer gives up, send again."""
         delay = 0.2
         while True:
@@ -233,4 +241,4 @@ class Intake:
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-                fut = await self.send(producer, taken)
+                fut = await self.send(producers, taken)

@@ -49,7 +49,7 @@ class MqttGateway(Component):
         self.ready = asyncio.Event()
 
     async def run(self) -> None:
-        producer = kafka.producer(self.settings, client_id=f"pingan-{self.gateway_id}")
+        producer = kafka.IngressProducers(self.settings, client_id=f"pingan-{self.gateway_id}")
         mqtt = platform_client(
             self.settings,
             client_id=f"pingan-{self.gateway_id}",
@@ -79,7 +79,7 @@ class MqttGateway(Component):
             await producer.stop()
             log.info("gateway stopped", **self.counters.snapshot())
 
-    async def _consume(self, mqtt: MqttClient, producer: Any) -> None:
+    async def _consume(self, mqtt: MqttClient, producer: kafka.IngressProducers) -> None:
         messages = mqtt.messages().__aiter__()
         stop_wait = asyncio.create_task(self._stop.wait(), name="gateway.stop-wait")
         try:
@@ -110,7 +110,7 @@ class MqttGateway(Component):
         finally:
             stop_wait.cancel()
 
-    async def _hand_over(self, msg: MqttMessage, producer: Any) -> tuple[Taken, asyncio.Future[Any]]:
+    async def _hand_over(self, msg: MqttMessage, producer: kafka.IngressProducers) -> tuple[Taken, asyncio.Future[Any]]:
         taken = await self.intake.take(
             msg.payload,
             topic_device=topics.device_id_from_events_topic(msg.topic),
@@ -120,10 +120,15 @@ class MqttGateway(Component):
         return taken, await self.intake.send(producer, taken)
 
     async def _complete(
-        self, handed: list[tuple[MqttMessage, Taken, asyncio.Future[Any]]], mqtt: MqttClient, producer: Any
+        self,
+        handed: list[tuple[MqttMessage, Taken, asyncio.Future[Any]]],
+        mqtt: MqttClient,
+        producer: kafka.IngressProducers,
     ) -> None:
         """In arrival order: once Kafka holds a record, and only then, the broker may forget the
-        message (PUBACK) and the device gets its receipt."""
+        message (PUBACK) and the device gets its receipt. (A heartbeat's record lingers in its
+        producer for up to kafka_health_linger_ms: what arrived after it in the same batch is
+        acknowledged that much later, though already in Kafka.)"""
         i = 0
         try:
             for i, (msg, taken, fut) in enumerate(handed):  # noqa: B007 - i is read in finally

@@ -122,3 +122,40 @@ def test_cached_partitioner_places_keys_as_the_default_one() -> None:
     # murmur2 of a known key, as the Java client computes it
     assert cached(b"21", list(range(1000)), []) == (-973932308 & 0x7FFFFFFF) % 1000
     assert cached(None, [0, 1, 2], [1]) == 1
+
+
+async def test_a_gateway_sends_accepted_heartbeats_by_its_lingering_producer(monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import UTC, datetime
+
+    from gateways.intake import Intake, Taken
+    from gateways.validation import Rejection
+    from schemas.events import HeartbeatEvent, PanicAlarm
+    from schemas.messages import Receipt, ReceiptStatus, RejectReason
+
+    lingers: dict[str, int] = {}
+
+    def made(settings: Settings, client_id: str) -> FakeProducer:
+        lingers[client_id] = settings.kafka_linger_ms
+        return FakeProducer()
+
+    monkeypatch.setattr(kafka, "_aiokafka_producer", made)
+    producers = kafka.IngressProducers(Settings(kafka_linger_ms=0, kafka_health_linger_ms=15), client_id="gw")
+    await producers.start()
+    assert lingers == {"gw": 0, "gw-health": 15}
+    now = datetime.now(UTC)
+
+    def taken(result: Any, record: bytes) -> Taken:
+        receipt = Receipt(status=ReceiptStatus.ACCEPTED, device_id="d-1", at=now)
+        return Taken("pingan.alarm-events", b"d-1", record, receipt, result)
+
+    fields = {"event_id": "e", "device_id": "d-1", "occurred_at": now, "seq": 1}
+    for t in (
+        taken(HeartbeatEvent(**fields), b"heartbeat"),
+        taken(PanicAlarm(**fields), b"panic"),
+        taken(Rejection(RejectReason.MALFORMED, "not valid JSON", "d-1"), b"rejected"),
+    ):
+        await Intake.send(producers, t)
+    assert producers.health._current.sent == [b"heartbeat"]  # type: ignore[union-attr]
+    assert producers.urgent._current.sent == [b"panic", b"rejected"]  # type: ignore[union-attr]
+    await producers.stop()
+    assert all(f.stopped for f in FakeProducer.made[-2:])
