@@ -4,6 +4,7 @@ commit cost on this machine. The alarm path is judged against their sum."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from typing import Any
@@ -107,5 +108,38 @@ async def postgres_floor(settings: Settings, n: int) -> dict[str, Any]:
             lat.append((time.monotonic() - t0) * 1000)
         await conn.execute("DROP TABLE bench_floor")
         return summary(lat)
+    finally:
+        await conn.close()
+
+
+def _process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a process on this machine (None where /proc has no such process)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def postgres_round_trip_cpu(settings: Settings, n: int) -> dict[str, Any]:
+    """What one round trip to Postgres (`SELECT 1`, no commit) costs in CPU, on each side: the
+    fixed price of every statement of the alarm path, whatever it does. The server's share is
+    read from its backend's /proc entry, so only where Postgres runs on this machine."""
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        backend = int(await conn.fetchval("SELECT pg_backend_pid()"))
+        for _ in range(50):
+            await conn.fetchval("SELECT 1")
+        server0, client0, t0 = _process_cpu_s(backend), time.process_time(), time.monotonic()
+        for _ in range(n):
+            await conn.fetchval("SELECT 1")
+        server1, client1, t1 = _process_cpu_s(backend), time.process_time(), time.monotonic()
+        return {
+            "n": n,
+            "wall_us": round((t1 - t0) / n * 1e6),
+            "client_cpu_us": round((client1 - client0) / n * 1e6),
+            "server_cpu_us": None if server0 is None or server1 is None else round((server1 - server0) / n * 1e6),
+        }
     finally:
         await conn.close()

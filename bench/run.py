@@ -24,7 +24,7 @@ import asyncpg
 import orjson
 
 from bench import harness
-from bench.floors import kafka_floor, mqtt_floor, postgres_floor
+from bench.floors import kafka_floor, mqtt_floor, postgres_floor, postgres_round_trip_cpu
 from bench.harness import say
 from bench.load import LeanFleet, LeanOfficerProbe, StepResult, collect, drive, wait_until
 from bench.procs import REPO, Components, Watched, service_pid
@@ -268,7 +268,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     resolver = Resolver(pool)
     try:
         say("floors at the start: MQTT QoS 1, Kafka acks=all, Postgres commit, each alone")
-        results["floors_at_start"] = await measure_floors(settings, p["floor_n"])
+        results["floors_at_start"] = await measure_floors(settings, p["floor_n"], round_trip=True)
 
         say(f"connecting {len(fleet.device_ids)} devices")
         results["fleet_connect_s"] = round(await fleet.connect(), 2)
@@ -391,7 +391,7 @@ def freeze_generator() -> None:
     gc.freeze()
 
 
-async def measure_floors(settings: Settings, n: int) -> dict[str, Any]:
+async def measure_floors(settings: Settings, n: int, *, round_trip: bool = False) -> dict[str, Any]:
     floors: dict[str, Any] = {
         "mqtt_qos1_ms": await mqtt_floor(settings, n),
         "kafka_acks_all_ms": await kafka_floor(settings, n),
@@ -401,6 +401,16 @@ async def measure_floors(settings: Settings, n: int) -> dict[str, Any]:
     floors["S_p50_ms"] = round(sum(f["p50"] for f in parts), 2)
     floors["S_p99_ms"] = round(sum(f["p99"] for f in parts), 2)
     say(f"  S(p50) = {floors['S_p50_ms']} ms, S(p99) = {floors['S_p99_ms']} ms")
+    if not round_trip:
+        return floors
+    # Not part of S: what any statement costs, the reason a batch of one alarm is dear. At the
+    # start of the run only: the client's share is this process's CPU, and later its fleet of
+    # devices is connected here too.
+    rt = floors["postgres_round_trip_cpu"] = await postgres_round_trip_cpu(settings, 10 * n)
+    say(
+        f"  a Postgres round trip: {rt['wall_us']} us, "
+        f"CPU {rt['client_cpu_us']} us here + {rt['server_cpu_us']} us in the server"
+    )
     return floors
 
 
@@ -562,6 +572,10 @@ def table(r: dict[str, Any]) -> str:
         ("S p50 / p99 ms (floors measured just before the light load)", f"{f['S_p50_ms']} / {f['S_p99_ms']}"),
         ("  S p50 / p99 ms at the start of the run", f"{f0['S_p50_ms']} / {f0['S_p99_ms']}"),
         (
+            "Postgres round trip (SELECT 1): wall / CPU client + server us",
+            _round_trip(f0.get("postgres_round_trip_cpu")),
+        ),
+        (
             f"light load {light['rate']}/s press->notification p50/p99/p99.9/max ms",
             f"{n['p50']} / {n['p99']} / {n['p999']} / {n['max']}",
         ),
@@ -590,6 +604,12 @@ def table(r: dict[str, Any]) -> str:
 
 def _whole(rate: float | None) -> str:
     return "-" if rate is None else f"{rate:.0f}"
+
+
+def _round_trip(rt: dict[str, Any] | None) -> str:
+    if rt is None:
+        return "-"
+    return f"{rt['wall_us']} / {rt['client_cpu_us']} + {rt['server_cpu_us']}"
 
 
 def _ratio(a: float | None, b: float) -> str:
