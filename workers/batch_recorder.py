@@ -108,11 +108,20 @@ SELECT 'locked', count(*), NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM locks
 # batch may open (one per pressing device and category with nothing open).
 _PLAN_READS = """
 WITH open AS (
-    -- One lookup per pair in the one-open-per-device index, whatever the plan.
+    -- One lookup per pair in the one-open-per-device index, whatever the plan (LIMIT and FOR
+    -- UPDATE keep each lateral a lookup of its own); the rows locked in incident_id order, as
+    -- the notifier's record of sent pages locks them: locked in the batch's order, a batch whose
+    -- devices pressed again deadlocked with it.
     SELECT i.device_id, i.category
-      FROM (SELECT DISTINCT * FROM unnest($1::text[], $2::text[])) AS c(device_id, category)
+      FROM (SELECT o.incident_id, c.device_id, c.category
+              FROM (SELECT DISTINCT * FROM unnest($1::text[], $2::text[])) AS c(device_id, category)
+             CROSS JOIN LATERAL (SELECT o.incident_id FROM incidents o
+                                  WHERE o.device_id = c.device_id AND o.category = c.category
+                                    AND o.closed_at IS NULL
+                                  LIMIT 1) o
+             ORDER BY o.incident_id) AS k
      CROSS JOIN LATERAL (SELECT i.device_id, i.category FROM incidents i
-                          WHERE i.device_id = c.device_id AND i.category = c.category AND i.closed_at IS NULL
+                          WHERE i.device_id = k.device_id AND i.category = k.category AND i.closed_at IS NULL
                             FOR UPDATE) i
 ), policies AS (
     SELECT q.grid_code, q.priority, p.unit_code, p.levels, p.cancel_grace_s
