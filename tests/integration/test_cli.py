@@ -28,7 +28,7 @@ from core import db
 from core.mosquitto_passwords import verify_password
 from core.mqtt import MqttClient, MqttConnectError
 from dispatch.cli import parser
-from dispatch.credentials import demo_password
+from dispatch.credentials import demo_password, login_probe
 from schemas import topics
 from tests.support.mqtt_clients import event_payload
 from tests.support.pipeline import Pipeline
@@ -99,24 +99,12 @@ async def ok(env: Any, *args: str, **kw: Any) -> Run:
     return r
 
 
-def mqtt_client(settings: Any, username: str, password: str) -> MqttClient:
-    return MqttClient(
-        host=settings.mqtt_host,
-        port=settings.mqtt_port,
-        client_id=f"cli-test-{username}-{uuid.uuid4().hex[:6]}",
-        username=username,
-        password=password,
-        reconnect=False,
-        name=f"test.cli.{username}",
-    )
-
-
 async def connect(settings: Any, username: str, password: str, *, within: float = 10.0) -> MqttClient:
     """A connected client. Mosquitto re-reads its password file on SIGHUP in its own time (the CLI
     only sends the signal), so a refusal right after a command is retried for a little while."""
     deadline = time.monotonic() + within
     while True:
-        client = mqtt_client(settings, username, password)
+        client = login_probe(settings, username, password)
         try:
             await client.start(timeout=5)
             return client
@@ -131,7 +119,7 @@ async def refused(settings: Any, username: str, password: str, *, within: float 
     """The broker's refusal of these credentials (waiting, as above, for a reload to take effect)."""
     deadline = time.monotonic() + within
     while True:
-        client = mqtt_client(settings, username, password)
+        client = login_probe(settings, username, password)
         try:
             await client.start(timeout=5)
         except MqttConnectError as exc:
