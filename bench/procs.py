@@ -59,6 +59,38 @@ def stop_processes(procs: Iterable[subprocess.Popen[bytes]], timeout: float = 30
             p.wait()
 
 
+def machine_ticks() -> dict[str, int]:
+    """The whole machine's CPU time so far, in clock ticks, from the first line of /proc/stat."""
+    names = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+    values = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    return {n: int(v) for n, v in zip(names, values, strict=False)}
+
+
+@dataclass
+class MachineCpu:
+    """What the whole machine did with its cores over a step, in cores: busy (user, system and
+    interrupts, every process), waiting for the disk, and stolen (a virtual machine's time the
+    host gave to someone else: a step with much of it ran on less than the machine's cores)."""
+
+    ticks0: dict[str, int] = field(default_factory=dict)
+    t0: float = 0.0
+
+    def start(self) -> None:
+        self.ticks0 = machine_ticks()
+        self.t0 = time.monotonic()
+
+    def shares(self) -> dict[str, float]:
+        dt = time.monotonic() - self.t0
+        now = machine_ticks()
+        d = {k: (now[k] - self.ticks0.get(k, 0)) / _TICKS / dt if dt > 0 else 0.0 for k in now}
+        busy = sum(d.get(k, 0.0) for k in ("user", "nice", "system", "irq", "softirq"))
+        return {
+            "busy_cores": round(busy, 3),
+            "iowait_cores": round(d.get("iowait", 0.0), 3),
+            "stolen_cores": round(d.get("steal", 0.0), 3),
+        }
+
+
 @dataclass
 class Watched:
     name: str

@@ -27,10 +27,10 @@ from bench import harness
 from bench.floors import kafka_floor, mqtt_floor, postgres_floor, postgres_round_trip_cpu
 from bench.harness import say
 from bench.load import LeanFleet, LeanOfficerProbe, StepResult, collect, drive, wait_until
-from bench.procs import REPO, Components, Watched, service_pid
+from bench.procs import REPO, Components, MachineCpu, Watched, service_pid
 from bench.search import geometric, highest_held
 from bench.stats import summary
-from core import db, kafka
+from core import db, event_loop, kafka
 from core.mosquitto_passwords import hash_password
 from core.platform_mqtt import discard_session
 from core.settings import Settings
@@ -166,6 +166,8 @@ async def run_step(
     watched: list[Watched] = ctx["watched"]
     for w in watched:
         w.start()
+    machine_cpu = MachineCpu()
+    machine_cpu.start()
     sampler = asyncio.create_task(_sample(watched), name="bench.sampler")
     joined0, starved0 = fleet.joined, fleet.starved
     res, ids = await drive(fleet, rate=rate, duration=duration, type_=type_, tag=tag)
@@ -187,6 +189,7 @@ async def run_step(
     cpu = {w.name: round(w.cpu_share(), 3) for w in watched}
     rss = {w.name: round(w.rss_max, 1) for w in watched}
     out = _step_json(res, recorded, drain, cpu, rss, alarm)
+    out["machine_cpu"] = machine_cpu.shares()
     out["joined_open_incident"] = fleet.joined - joined0
     out["no_free_device"] = fleet.starved - starved0
     out["throughput_per_s"] = round(recorded / (duration + max(drain, 0.0)), 1)
@@ -269,6 +272,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "when": datetime.now(UTC).isoformat(),
         "mode": "full" if args.full else "quick",
         "layout": args.layout,
+        "event_loop": settings.event_loop,
         "machine": machine(),
     }
     fleet = LeanFleet(settings, [f"b{i:06d}" for i in range(p["fleet"])], DEVICE_PASSWORD)
@@ -427,7 +431,8 @@ async def alarm_step(ctx: dict[str, Any], p: dict[str, Any], rate: float, tag: s
     step["held"] = held(step)
     say(
         f"  {rate:.0f}/s: achieved {step['achieved_rate']}, lost {step['lost']}, "
-        f"p99 {step['press_to_notification_ms']['p99']} ms, drain {step['drain_s']} s -> "
+        f"p99 {step['press_to_notification_ms']['p99']} ms, drain {step['drain_s']} s, "
+        f"cores busy {step['machine_cpu']['busy_cores']} and stolen {step['machine_cpu']['stolen_cores']} -> "
         f"{'held' if step['held'] else 'not held'}"
     )
     return step
@@ -607,7 +612,24 @@ def table(r: dict[str, Any]) -> str:
         lines.append(
             "CPU share at the max sustained rate: " + ", ".join(f"{k} {v:.2f}" for k, v in best["cpu_share"].items())
         )
+    steps = [s for s in _all_steps(r) if "machine_cpu" in s]
+    if steps:
+        stolen = [s["machine_cpu"]["stolen_cores"] for s in steps]
+        lines.append(
+            f"cores stolen by the host during the steps: {min(stolen):.2f}-{max(stolen):.2f} "
+            f"(of {r['machine']['cores']}; at the max sustained rate "
+            f"{best['machine_cpu']['stolen_cores']:.2f})"
+            if best and "machine_cpu" in best
+            else f"cores stolen by the host during the steps: {min(stolen):.2f}-{max(stolen):.2f}"
+        )
     return "\n".join(lines)
+
+
+def _all_steps(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every measured step of a run's results."""
+    out = [*r["max_rate"]["steps"], r["light_load"], *r["heartbeats"]["steps"], r["burst"]]
+    conn = r.get("connections", {})
+    return out + [v for v in conn.values() if isinstance(v, dict) and "machine_cpu" in v]
 
 
 def _whole(rate: float | None) -> str:
@@ -647,7 +669,8 @@ def main() -> int:
 
     configure("warning")
     try:
-        results = asyncio.run(main_async(args))
+        # The load generator runs on the components' loop (PINGAN_EVENT_LOOP, uvloop by default).
+        results = event_loop.run(main_async(args), Settings.from_env().event_loop)
     except BenchAborted as exc:
         print(f"\nbenchmark aborted: {exc}", file=sys.stderr)
         return 1

@@ -135,6 +135,10 @@ class Settings:
     demo_secret: str = "pingan-demo"
     """Demo devices' MQTT passwords are derived from this, so the simulator can log in."""
 
+    event_loop: str = "uvloop"
+    """The event loop of the long-running processes: uvloop (the default), or asyncio (the
+    standard library's). See core/event_loop.py."""
+
     log_level: str = "info"
     log_format: str = "console"  # console or json
 

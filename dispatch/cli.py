@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from core import db
+from core import db, event_loop
 from core.errors import PinganError
 from core.logging import configure
 from core.settings import Settings
@@ -305,7 +305,7 @@ def cmd_component(names: tuple[str, ...]) -> Callable[[argparse.Namespace, Setti
     def run(args: argparse.Namespace, settings: Settings) -> int:
         from dispatch.components import run_components
 
-        asyncio.run(run_components(names, settings))
+        event_loop.run(run_components(names, settings), settings.event_loop)
         return 0
 
     return run
@@ -336,14 +336,14 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
         stats = await sim.run(duration=args.duration, stop=stop)
         return stats.summary()
 
-    _print_json(asyncio.run(go()))
+    _print_json(event_loop.run(go(), settings.event_loop))
     return 0
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from dispatch.demo import run_demo
 
-    asyncio.run(run_demo(settings, devices=args.devices, rate=args.rate))
+    event_loop.run(run_demo(settings, devices=args.devices, rate=args.rate), settings.event_loop)
     return 0
 
 
