@@ -102,6 +102,10 @@ class Settings:
     and a gateway whose listening connection was lost drops its whole cache; this only bounds
     a change missed anyway. Longer means fewer registry reads on the alarm path: a panic
     button presses rarely, and with 30 s most presses paid a lookup before Kafka."""
+    device_mirror: bool = True
+    """A gateway reads the whole device registry into its cache at start and again before the
+    entries run out (every 0.8 × device_cache_ttl_s), so a press pays no registry lookup. The
+    cache holds 200,000 devices; beyond that the rest are looked up on demand."""
     worker_batch_max: int = 500
     notifier_batch_max: int = 200
     notifier_handover_lease_s: float = 5.0

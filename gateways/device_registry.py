@@ -23,6 +23,17 @@ class PostgresDeviceLookup:
             return None
         return DeviceInfo(row["device_id"], row["grid_code"], row["active"])
 
+    async def page(self, after: str, limit: int) -> list[DeviceInfo]:
+        """Up to `limit` devices with an id after `after`, in id order (the registry read in
+        pages, one short statement each)."""
+        async with db.acquire(self._pool) as conn:
+            rows = await conn.fetch(
+                "SELECT device_id, grid_code, active FROM devices WHERE device_id > $1 ORDER BY device_id LIMIT $2",
+                after,
+                limit,
+            )
+        return [DeviceInfo(r["device_id"], r["grid_code"], r["active"]) for r in rows]
+
     async def many(self, device_ids: list[str]) -> dict[str, DeviceInfo]:
         async with db.acquire(self._pool) as conn:
             rows = await conn.fetch(

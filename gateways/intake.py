@@ -21,6 +21,7 @@ from core.metrics import Counters
 from core.pg_errors import is_transient
 from core.pg_wakeup import Wakeup
 from core.settings import Settings
+from gateways.device_mirror import DeviceMirror
 from gateways.device_registry import PostgresDeviceLookup
 from gateways.rate_limit import DeviceRateLimiter
 from gateways.validation import ClockLimits, DeviceCache, Rejection, Validator, clock_offset
@@ -69,7 +70,15 @@ class Intake:
         self.gateway_id = gateway_id
         self.ingress = ingress
         self.topics = kafka.topics(settings)
-        self.validator = Validator(DeviceCache(PostgresDeviceLookup(pool), ttl_s=settings.device_cache_ttl_s))
+        registry = PostgresDeviceLookup(pool)
+        self.validator = Validator(DeviceCache(registry, ttl_s=settings.device_cache_ttl_s))
+        # The whole registry in the cache, read again before its entries run out.
+        self.mirror = (
+            DeviceMirror(self.validator.devices, registry, refresh_s=0.8 * settings.device_cache_ttl_s)
+            if settings.device_mirror
+            else None
+        )
+        self._mirror_task: asyncio.Task[None] | None = None
         self.clock = ClockLimits(
             future=timedelta(seconds=settings.max_clock_skew_future_s),
             past=timedelta(seconds=settings.max_event_age_s),
@@ -85,9 +94,15 @@ class Intake:
         self._changes = Wakeup(settings.database_url, "pingan_devices", on_payload=self._device_changed)
 
     async def start(self) -> None:
-        await self._changes.start()
+        await self._changes.start()  # before the first read: no change is missed
+        if self.mirror is not None:
+            self._mirror_task = asyncio.create_task(self.mirror.run(), name="intake.device-mirror")
 
     async def stop(self) -> None:
+        if self._mirror_task is not None:
+            self._mirror_task.cancel()
+            await asyncio.gather(self._mirror_task, return_exceptions=True)
+            self._mirror_task = None
         await self._changes.stop()
 
     def _device_changed(self, device_id: str | None) -> None:
@@ -99,6 +114,8 @@ class Intake:
             self.validator.devices.clear()
         else:
             self.validator.devices.forget(device_id)
+        if self.mirror is not None:
+            self.mirror.changed(device_id)
 
     async def prefetch(self, device_ids: list[str | None]) -> None:
         """Warm the device cache for a batch of inputs with one registry query."""

@@ -191,6 +191,24 @@ class DeviceCache:
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)
 
+    def put_many(self, infos: list[DeviceInfo], now_monotonic: float) -> None:
+        """Entries read from the registry in bulk (the gateway's mirror of it; see
+        gateways/device_mirror.py), trusted from `now_monotonic` like a lookup's."""
+        for info in infos:
+            self._entries[info.device_id] = (now_monotonic, info)
+            self._entries.move_to_end(info.device_id)
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+
+    @property
+    def max_entries(self) -> int:
+        return self._max
+
+    def fresh(self, device_id: str, now_monotonic: float) -> bool:
+        """Whether `get` would answer for this device without asking the registry."""
+        hit = self._entries.get(device_id)
+        return hit is not None and now_monotonic - hit[0] < self._ttl
+
     def forget(self, device_id: str) -> None:
         self._entries.pop(device_id, None)
 
