@@ -63,6 +63,12 @@ class Wakeup:
         """Wake the waiting loop as a notification would (for a writer in the same process)."""
         self._event.set()
 
+    def clear(self) -> None:
+        """Forget the wake-ups so far: the caller is about to look for work itself, and will
+        find whatever they announced (a notification is sent on commit, so what it announces
+        is there for any statement that starts after it arrived)."""
+        self._event.clear()
+
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         self._event.set()
         if self._on_payload is not None:

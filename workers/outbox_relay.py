@@ -66,6 +66,11 @@ class OutboxRelay(Component):
                 self.ready.set()
                 log.info("relay ready")
                 while not self.stopping:
+                    # The claim below finds whatever the wake-ups so far announced: forget
+                    # them (a writer's commit and the notifier's record of its page both
+                    # NOTIFY; the second arrives during the linger, and would otherwise send
+                    # the relay round again to claim nothing).
+                    wakeup.clear()
                     try:
                         busy = await self._relay_batch(producer, mqtt)
                     except Exception as exc:
@@ -91,6 +96,7 @@ class OutboxRelay(Component):
         async with db.transaction(self.pool) as conn:
             rows = await conn.fetch(_CLAIM, _BATCH)
             if not rows:
+                self.counters.inc("empty_claims")
                 return False
             futures: list[asyncio.Future[Any]] = []
             for r in rows:

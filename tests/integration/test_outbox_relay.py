@@ -64,3 +64,39 @@ async def test_due_rows_are_published_in_order_and_leave_the_outbox(env) -> None
         await asyncio.wait_for(task, 30)
         await consumer.stop()
         await observer.close()
+
+
+async def test_wake_ups_that_came_before_a_claim_do_not_bring_an_empty_one(env) -> None:  # type: ignore[no-untyped-def]
+    """A worker's commit and the notifier's record of its page each NOTIFY the relay; the
+    second comes while the relay lingers after the first. The one claim after the linger takes
+    the rows of both: no second round to claim nothing."""
+    await kafka.ensure_topics(env.settings)
+    topic = kafka.topics(env.settings).incident_updates
+    # A long poll: only the wake-ups bring a round here.
+    relay = OutboxRelay(env.settings.replace(relay_linger_ms=300, poll_interval_s=30), env.pool)
+    task = asyncio.create_task(relay.run())
+    try:
+        await asyncio.wait_for(relay.ready.wait(), 30)
+        await asyncio.sleep(1.0)  # the rounds of the start (the listener's first wake-up) are over
+        empty_before = relay.counters.get("empty_claims")
+        async with env.pool.acquire() as conn:
+            for n in (1, 2):  # two commits, two NOTIFYs, 50 ms apart: both within the linger
+                async with conn.transaction():
+                    await conn.execute(
+                        "INSERT INTO outbox (destination, topic, key, payload) VALUES ('kafka', $1, 'inc-2', $2)",
+                        topic,
+                        f'{{"n": {n}}}'.encode(),
+                    )
+                    await conn.execute("SELECT pg_notify('pingan_outbox', '')")
+                await asyncio.sleep(0.05)
+
+        async def outbox_empty() -> bool:
+            return await env.pool.fetchval("SELECT count(*) FROM outbox WHERE key = 'inc-2'") == 0
+
+        await wait_until(outbox_empty, timeout=15)
+        await asyncio.sleep(1.0)  # more than a linger and a round: an empty claim would have come
+        assert relay.counters.get("empty_claims") == empty_before
+        assert relay.counters.get("published") == 2
+    finally:
+        relay.request_stop()
+        await asyncio.wait_for(task, 30)
