@@ -57,6 +57,9 @@ class Fleet:
         self._free: collections.deque[MqttClient] = collections.deque()
         self._busy: dict[str, MqttClient] = {}  # event_id -> the device that pressed it
         self.joined = 0  # presses that joined an open incident (must stay 0)
+        # Their event ids: a press that joined an incident pages nobody (the incident's officer
+        # was paged when it opened), so no page is awaited for it.
+        self.joined_ids: set[str] = set()
         self.starved = 0  # presses deferred because no device was free
 
     async def connect(self, concurrency: int = 200) -> float:
@@ -100,6 +103,7 @@ class Fleet:
             r = orjson.loads(payload)
             if r.get("status") == "incident_joined":
                 self.joined += 1
+                self.joined_ids.add(r.get("event_id", ""))
                 self.release(r.get("event_id", ""))
             if r.get("status") == "accepted":
                 t0 = self.pressed.get(r.get("event_id", ""))

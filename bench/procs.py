@@ -17,12 +17,18 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int, *, reaped: bool = False) -> float:
+    """The CPU time of a process (utime + stime); with `reaped`, also that of its children
+    that have exited and been waited for (cutime + cstime). Summed over a process tree with
+    `reaped`, the total never shrinks when a child ends: its time moves to its parent's."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICKS
+    ticks = int(fields[11]) + int(fields[12])
+    if reaped:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / _TICKS
 
 
 def rss_mib(pid: int) -> float:
@@ -107,8 +113,13 @@ class Watched:
     def pids(self) -> list[int]:
         return tree_pids(self.pid) if self.tree else [self.pid]
 
+    def cpu(self) -> float:
+        """CPU seconds so far; for a tree, with the children that have ended (a Postgres
+        backend that closed during a step would otherwise take its time with it)."""
+        return sum(cpu_seconds(p, reaped=self.tree) for p in self.pids())
+
     def start(self) -> None:
-        self.cpu0 = sum(cpu_seconds(p) for p in self.pids())
+        self.cpu0 = self.cpu()
         self.t0 = time.monotonic()
         self.rss = []
 
@@ -120,7 +131,7 @@ class Watched:
     def cpu_share(self) -> float:
         """CPU used since start(), as a share of one core."""
         dt = time.monotonic() - self.t0
-        used = sum(cpu_seconds(p) for p in self.pids()) - self.cpu0
+        used = self.cpu() - self.cpu0
         return used / dt if dt > 0 else 0.0
 
 

@@ -176,7 +176,8 @@ async def run_step(
     async def drained() -> bool:
         if await count_recorded(pool, tag) < res.acked:
             return False
-        return not alarm or sum(1 for e in ids if e in probe.notified_ms) >= res.acked
+        # Every press paged an officer, or joined an incident whose officer was paged.
+        return not alarm or sum(1 for e in ids if e in probe.notified_ms or e in fleet.joined_ids) >= res.acked
 
     drain = await wait_until(drained, drain_s)
     dead = [f"{w.name} (pid {w.pid})" for w in watched if not w.alive()]
@@ -237,7 +238,14 @@ def held(step: dict[str, Any]) -> bool:
         and step["acked_by_broker"] == step["sent"]
         and step["lost"] == 0
         and step["drain_s"] >= 0
-        and (n is None or (n["n"] == step["acked_by_broker"] and n["p99"] is not None and n["p99"] < 1000))
+        and (
+            n is None
+            or (
+                n["n"] + step.get("joined_open_incident", 0) == step["acked_by_broker"]
+                and n["p99"] is not None
+                and n["p99"] < 1000
+            )
+        )
     )
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 
-from bench.procs import MachineCpu, machine_ticks
+from bench.procs import MachineCpu, Watched, machine_ticks, tree_pids
 
 
 def test_the_ticks_are_the_first_line_of_proc_stat() -> None:
@@ -29,3 +31,29 @@ def test_a_busy_core_shows_as_about_one_busy_core() -> None:
     assert shares["busy_cores"] <= cores + 0.05
     assert 0 <= shares["stolen_cores"] <= cores
     assert 0 <= shares["iowait_cores"] <= cores
+
+
+def test_a_child_that_ends_during_a_step_keeps_its_cpu_in_its_tree() -> None:
+    """A Postgres backend that closes during a step: its CPU stays in the server's share
+    (it moves to its parent's reaped children), instead of leaving it, even below zero."""
+    child = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.5:\n    pass\n"
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import subprocess, sys, time\ntime.sleep(0.5)\nsubprocess.run([sys.executable, '-c', {child!r}])\ntime.sleep(10)",
+        ]
+    )
+    try:
+        time.sleep(0.2)  # the parent runs; its child has not started
+        tree = Watched("tree", parent.pid)
+        tree.start()
+        deadline = time.monotonic() + 10
+        while tree.cpu() - tree.cpu0 < 0.5:  # the child's half second of CPU, once it is reaped
+            assert time.monotonic() < deadline, f"the tree's CPU stayed at {tree.cpu() - tree.cpu0:.2f} s"
+            time.sleep(0.1)
+        assert tree_pids(parent.pid) == [parent.pid]  # the child has ended
+        assert tree.cpu_share() > 0
+    finally:
+        parent.kill()
+        parent.wait()
