@@ -41,7 +41,8 @@ def test_a_child_that_ends_during_a_step_keeps_its_cpu_in_its_tree() -> None:
         [
             sys.executable,
             "-c",
-            f"import subprocess, sys, time\ntime.sleep(0.5)\nsubprocess.run([sys.executable, '-c', {child!r}])\ntime.sleep(10)",
+            "import subprocess, sys, time\ntime.sleep(0.5)\n"
+            f"subprocess.run([sys.executable, '-c', {child!r}])\ntime.sleep(10)",
         ]
     )
     try:
