@@ -250,3 +250,37 @@ async def test_health_and_openapi(pipeline, http) -> None:
         doc = await r.json()
     assert doc["openapi"].startswith("3.")
     assert "/api/v1/incidents/{incident_id}/actions" in doc["paths"]
+
+
+async def test_timeline_and_pages_refer_to_rows_that_exist(env, pipeline) -> None:  # type: ignore[no-untyped-def]
+    """The timeline and the pages have no foreign keys (migration 0014: they cost four lookups
+    and row locks per alarm); what they refer to must exist all the same."""
+    dev = await env.add_device(GRID, "pendant")
+    device = await device_client(env.settings, dev.device_id, dev.password)
+    try:
+        opened = await open_incident(env, device, dev.device_id)
+        await wait_notified(env, opened["incident_id"])
+    finally:
+        await device.close()
+    mine = await env.pool.fetchrow(
+        """SELECT (SELECT count(*) FROM incident_timeline WHERE incident_id = $1::uuid) AS timeline,
+                  (SELECT count(*) FROM incident_timeline WHERE incident_id = $1::uuid
+                      AND event_row_id IS NOT NULL) AS with_event,
+                  (SELECT count(*) FROM notifications WHERE incident_id = $1::uuid) AS pages""",
+        opened["incident_id"],
+    )
+    # This incident's own rows are among those checked: opened (with its event), paged, sent.
+    assert mine["timeline"] >= 2 and mine["with_event"] >= 1 and mine["pages"] >= 1, dict(mine)
+    orphans = await env.pool.fetchrow(
+        """SELECT
+             (SELECT count(*) FROM incident_timeline t
+               WHERE NOT EXISTS (SELECT 1 FROM incidents i WHERE i.incident_id = t.incident_id)) AS timeline_incident,
+             (SELECT count(*) FROM incident_timeline t
+               WHERE t.event_row_id IS NOT NULL
+                 AND NOT EXISTS (SELECT 1 FROM events e WHERE e.id = t.event_row_id)) AS timeline_event,
+             (SELECT count(*) FROM notifications n
+               WHERE NOT EXISTS (SELECT 1 FROM incidents i WHERE i.incident_id = n.incident_id)) AS page_incident,
+             (SELECT count(*) FROM notifications n
+               WHERE NOT EXISTS (SELECT 1 FROM officers o WHERE o.officer_id = n.officer_id)) AS page_officer"""
+    )
+    assert dict(orphans) == {"timeline_incident": 0, "timeline_event": 0, "page_incident": 0, "page_officer": 0}
