@@ -213,7 +213,62 @@ class _PahoClient(paho.Client):
         if sock is None:
             raise MqttConnectError("internal error: no pre-connected socket", retriable=True)
         self.preconnected_socket = None
-        return sock
+        return ReadBufferedSocket(sock)
+
+
+class ReadBufferedSocket:
+    """The broker's socket as paho sees it, read through a buffer.
+
+    paho reads a packet in three calls at least: recv(1) for its type, recv(1) per byte of its
+    length, then recv(n) for the rest; each was a system call (a fifth of the gateway's reads of
+    heartbeats went to them). Here one recv of up to 64 KiB serves them all. What is left in the
+    buffer after paho's loop_read is not seen by the event loop's reader (the kernel has no more
+    to say): MqttClient reads it itself (see ``_on_readable`` and ``_resume_reading``)."""
+
+    __slots__ = ("_buf", "_pos", "raw")
+
+    READ_SIZE = 65536
+
+    def __init__(self, raw: socket.socket) -> None:
+        self.raw = raw
+        self._buf = b""
+        self._pos = 0
+
+    def buffered(self) -> int:
+        return len(self._buf) - self._pos
+
+    def recv(self, bufsize: int) -> bytes:
+        if self._pos < len(self._buf):
+            end = min(self._pos + bufsize, len(self._buf))
+            out = self._buf[self._pos : end]
+            if end == len(self._buf):
+                self._buf, self._pos = b"", 0
+            else:
+                self._pos = end
+            return out
+        data = self.raw.recv(max(bufsize, self.READ_SIZE))  # BlockingIOError, b"" at EOF: as paho expects
+        if len(data) <= bufsize:
+            return data
+        self._buf, self._pos = data, bufsize
+        return data[:bufsize]
+
+    def send(self, buffer: bytes | bytearray) -> int:
+        return self.raw.send(buffer)
+
+    def close(self) -> None:
+        self._buf, self._pos = b"", 0
+        self.raw.close()
+
+    def fileno(self) -> int:
+        return self.raw.fileno()
+
+    def setblocking(self, flag: bool) -> None:
+        self.raw.setblocking(flag)
+
+
+def _raw(sock: SocketLike | None) -> SocketLike | None:
+    """The socket under a ReadBufferedSocket (for socket options and shutdown)."""
+    return sock.raw if isinstance(sock, ReadBufferedSocket) else sock
 
 
 class _NoTopicCallbacks(paho_matcher.MQTTMatcher):
@@ -677,6 +732,8 @@ class MqttClient:
         sock = self._client.socket()
         if sock is not None and self._loop is not None:
             self._loop.add_reader(sock, self._on_readable)
+            if isinstance(sock, ReadBufferedSocket) and sock.buffered():
+                self._loop.call_soon(self._on_readable)  # read while paused, not yet handled
 
     async def _open_socket(self) -> socket.socket:
         loop = asyncio.get_running_loop()
@@ -743,7 +800,7 @@ class MqttClient:
         see EOF so paho closes the socket and runs on_disconnect itself.
         Never call this from inside a paho callback.
         """
-        sock = self._client.socket()
+        sock = _raw(self._client.socket())
         if sock is None:
             return
         if isinstance(sock, socket.socket):
@@ -826,8 +883,9 @@ class MqttClient:
 
     def _on_socket_open(self, client: paho.Client, userdata: Any, sock: SocketLike) -> None:
         try:
-            if isinstance(sock, socket.socket):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            raw = _raw(sock)
+            if isinstance(raw, socket.socket):
+                raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             assert self._loop is not None
             self._reading_paused = False
             self._loop.add_reader(sock, self._on_readable)
@@ -885,7 +943,17 @@ class MqttClient:
 
     def _on_readable(self) -> None:
         try:
+            sock = self._client.socket()
             self._client.loop_read()
+            # What paho left in the buffer, the event loop will not report: read it now (each
+            # round takes at least a byte of it), unless reading is paused for back-pressure.
+            while (
+                isinstance(sock, ReadBufferedSocket)
+                and sock.buffered()
+                and not self._reading_paused
+                and self._client.socket() is sock
+            ):
+                self._client.loop_read()
         except Exception:
             self._logger.exception("mqtt.loop_read_failed")
             self._drop_socket()

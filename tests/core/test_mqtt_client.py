@@ -21,6 +21,7 @@ from core.mqtt import (
     MqttNotConnected,
     MqttPublishError,
     Properties,
+    ReadBufferedSocket,
     Will,
 )
 from tests.core.mosquitto_fixture import DEFAULT_USERS, MosquittoBroker, running_mosquitto
@@ -95,8 +96,8 @@ async def test_publish_qos1_is_received_and_waits_for_puback(broker: MosquittoBr
     sub = await started(clients, make_client(broker, "platform"))
     assert sub.connected
     sock = sub._client.socket()
-    assert isinstance(sock, socket.socket)
-    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    assert isinstance(sock, ReadBufferedSocket) and isinstance(sock.raw, socket.socket)
+    assert sock.raw.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
     assert await sub.subscribe("dev/+/events", qos=1) == 1
     pub = await started(clients, make_client(broker, "dev1"))
 
