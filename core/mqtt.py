@@ -220,8 +220,8 @@ class ReadBufferedSocket:
     """The broker's socket as paho sees it, read through a buffer.
 
     paho reads a packet in three calls at least: recv(1) for its type, recv(1) per byte of its
-    length, then recv(n) for the rest; each was a system call (a fifth of the gateway's reads of
-    heartbeats went to them). Here one recv of up to 64 KiB serves them all. What is left in the
+    length, then recv(n) for the rest; each was a system call (5 % of the gateway's CPU at 5,000
+    heartbeats/s, py-spy). Here one recv of up to 64 KiB serves them all. What is left in the
     buffer after paho's loop_read is not seen by the event loop's reader (the kernel has no more
     to say): MqttClient reads it itself (see ``_on_readable`` and ``_resume_reading``)."""
 
