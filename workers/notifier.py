@@ -9,14 +9,19 @@ notification twice; `notification_id` lets it drop the repeat).
 
 A worker hands the notifications of the incidents its batch opened to the notifier in its own
 process (`hand_over`), with their pages: they go out without a claim, since the rows were
-committed with a lease that keeps the other notifiers' claims off them for a while.
+committed with a lease that keeps the other notifiers' claims off them for a while. Handed
+pages are published a chunk at a time and recorded behind them: the next chunks go out while
+the broker acknowledges and Postgres records the ones before (a window of
+`HANDED_WINDOW` chunks), so the notifier keeps up with its worker instead of publishing,
+waiting and recording in turn.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import msgspec
@@ -40,6 +45,19 @@ from workers.incident_store import HandedNotification
 log = structlog.get_logger(__name__)
 
 MAX_ATTEMPTS = 20
+
+# Chunks of handed pages published and not yet recorded, at most: while Postgres records one,
+# the broker acknowledges the next and the one after goes out. The chunks waiting when a
+# record starts go in that record (one statement).
+HANDED_WINDOW = 4
+
+
+class _Published(NamedTuple):
+    """A chunk of handed notifications, published: the broker's PUBACK (or error) per page."""
+
+    handed: list[HandedNotification]
+    acks: list[asyncio.Future[None]]
+
 
 # What a page says: the notification, its incident and the incident's device.
 PAGE_ROWS = """
@@ -157,16 +175,17 @@ class Notifier(Component):
         self.ready = asyncio.Event()
         self._wakeup: Wakeup | None = None
         # Handed over, with the time (loop clock) their lease runs out.
-        self._handed: list[tuple[float, HandedNotification]] = []
+        self._handed: deque[tuple[float, HandedNotification]] = deque()
+        self._handed_ready = asyncio.Event()
         self._claim_requested = True
 
     def hand_over(self, handed: list[HandedNotification]) -> None:
         """Deliver notifications a worker in this process committed with a lease (see
         Settings.notifier_handover_lease_s), without claiming them."""
-        until = asyncio.get_running_loop().time() + self.settings.notifier_handover_lease_s
-        self._handed.extend((until, h) for h in handed)
-        if self._wakeup is not None:
-            self._wakeup.set()  # deliver them; no claim for them
+        now = asyncio.get_running_loop().time()
+        self._drop_expired(now)  # what waits here is bounded by the lease, whatever the broker does
+        self._handed.extend((now + self.settings.notifier_handover_lease_s, h) for h in handed)
+        self._handed_ready.set()  # deliver them; no claim for them
 
     def kick(self) -> None:
         """Claim now: called by a worker in the same process right after it committed
@@ -191,41 +210,42 @@ class Notifier(Component):
             self._on_notify,
             timeout_s=self.settings.db_command_timeout_s,
         )
-        loop = asyncio.get_running_loop()
-        poll = self.settings.poll_interval_s
-        last_claim = -poll
         await mqtt.start()
         try:
             await wakeup.start()
             try:
                 self.ready.set()
                 log.info("notifier ready")
-                while not self.stopping:
-                    # Handed pages first, a chunk at a time; a claim when one was asked for (a
-                    # NOTIFY, a kick, a full batch before) or the poll is due. A hand-over
-                    # asks for none: at light load it would be an empty claim per alarm.
-                    try:
-                        if self._handed:
-                            await self._deliver_handed(mqtt)
-                        busy = bool(self._handed)
-                        if self._claim_requested or loop.time() - last_claim >= poll:
-                            self._claim_requested = False
-                            last_claim = loop.time()
-                            if await self._deliver_batch(mqtt):
-                                self._claim_requested = busy = True
-                    except Exception as exc:
-                        if not is_transient(exc):
-                            raise
-                        log.warning("postgres unavailable", error=repr(exc))
-                        busy = False
-                        await self.wait_stop(1.0)
-                    if not busy:
-                        await self.idle(wakeup.wait(max(0.0, last_claim + poll - loop.time())))
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self._deliver_handed(mqtt), name=f"{self.role}.handed")
+                    await self._claim_loop(mqtt, wakeup)
             finally:
                 await wakeup.stop()
         finally:
             await mqtt.stop()
             log.info("notifier stopped", **self.counters.snapshot())
+
+    async def _claim_loop(self, mqtt: MqttClient, wakeup: Wakeup) -> None:
+        """Claim when a claim was asked for (a NOTIFY, a kick, a full batch before) or the poll
+        is due. A hand-over asks for none: at light load it would be an empty claim per alarm."""
+        loop = asyncio.get_running_loop()
+        poll = self.settings.poll_interval_s
+        last_claim = -poll
+        while not self.stopping:
+            busy = False
+            try:
+                if self._claim_requested or loop.time() - last_claim >= poll:
+                    self._claim_requested = False
+                    last_claim = loop.time()
+                    if await self._deliver_batch(mqtt):
+                        self._claim_requested = busy = True
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                log.warning("postgres unavailable", error=repr(exc))
+                await self.wait_stop(1.0)
+            if not busy:
+                await self.idle(wakeup.wait(max(0.0, last_claim + poll - loop.time())))
 
     async def _deliver_batch(self, mqtt: MqttClient) -> bool:
         """Deliver one claimed batch; True when it was full (claim again at once). After a
@@ -239,31 +259,75 @@ class Notifier(Component):
             await self._settle(conn, [(r["id"], r["incident_id"], r["attempts"]) for r in rows], pages, results)
             return len(rows) == self.settings.notifier_batch_max
 
+    def _drop_expired(self, now: float) -> int:
+        """Leave the handed pages whose lease ran out while they waited here (the broker slow or
+        away) to the claims, here or in another notifier: publishing them too would page twice.
+        The oldest are first, so they are the ones at the front."""
+        expired = 0
+        while self._handed and self._handed[0][0] <= now:
+            self._handed.popleft()
+            expired += 1
+        if expired:
+            self.counters.inc("handover_expired", expired)
+            log.warning("handed notifications left to the claims", notifications=expired)
+        return expired
+
+    def _take_handed(self, n: int) -> list[HandedNotification]:
+        """Up to `n` handed notifications whose lease has not run out, oldest first."""
+        self._drop_expired(asyncio.get_running_loop().time())
+        return [self._handed.popleft()[1] for _ in range(min(n, len(self._handed)))]
+
     async def _deliver_handed(self, mqtt: MqttClient) -> None:
-        """Deliver notifications a worker in this process handed over: published at once (no
-        claim: the other notifiers leave them alone for the hand-over lease), then recorded."""
-        n = self.settings.notifier_batch_max
-        chunk, self._handed = self._handed[:n], self._handed[n:]
-        now = asyncio.get_running_loop().time()
-        handed = [h for until, h in chunk if until > now]
-        if len(handed) < len(chunk):
-            # Their lease ran out while they waited here (the broker slow or away): they are
-            # the claims' now, here or in another notifier. Publishing them too would page twice.
-            self.counters.inc("handover_expired", len(chunk) - len(handed))
-            log.warning("handed notifications left to the claims", notifications=len(chunk) - len(handed))
-        if not handed:
-            return
-        pages = [h.page for h in handed]
-        results = await self._publish(mqtt, pages)
-        try:
-            async with db.acquire(self.pool) as conn:  # one statement when all went out: no transaction
-                await self._settle(conn, [(h.id, h.incident_id, 0) for h in handed], pages, results)
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
-            # The pages went out (or not); the rows stay pending, and the notifiers' claims
-            # deliver them once the lease runs out.
-            log.warning("handed notifications not recorded", error=repr(exc), notifications=len(handed))
+        """Deliver the notifications a worker in this process hands over, until a stop: each
+        chunk published at once (no claim: the other notifiers leave them alone for the
+        hand-over lease), then recorded by `_record_handed` while the next chunks go out."""
+        window: asyncio.Queue[_Published | None] = asyncio.Queue(HANDED_WINDOW)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._record_handed(window), name=f"{self.role}.record")
+            while not self.stopping:
+                handed = self._take_handed(self.settings.notifier_batch_max)
+                if not handed:
+                    self._handed_ready.clear()
+                    await self.idle(self._handed_ready.wait())
+                    continue
+                acks = [
+                    mqtt.publish_nowait(
+                        mqtt_topics.officer_notifications(h.page.officer_id), msgspec.json.encode(h.page), qos=1
+                    )
+                    for h in handed
+                ]
+                await window.put(_Published(handed, acks))  # waits while the window is full
+            await window.put(None)  # a stop: what was published is recorded, then the recorder ends
+
+    async def _record_handed(self, window: asyncio.Queue[_Published | None]) -> None:
+        """Record the published chunks once the broker acknowledged them: each chunk waiting
+        in the window goes in one statement. Ends at the window's end (None)."""
+        while True:
+            first = await window.get()
+            if first is None:
+                return
+            chunks, last = [first], False
+            while not window.empty():
+                nxt = window.get_nowait()
+                if nxt is None:
+                    last = True
+                    break
+                chunks.append(nxt)
+            handed = [h for c in chunks for h in c.handed]
+            results = await outcomes([a for c in chunks for a in c.acks], 10.0)
+            try:
+                async with db.acquire(self.pool) as conn:  # one statement when all went out: no transaction
+                    await self._settle(
+                        conn, [(h.id, h.incident_id, 0) for h in handed], [h.page for h in handed], results
+                    )
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                # The pages went out (or not); the rows stay pending, and the notifiers' claims
+                # deliver them once the lease runs out.
+                log.warning("handed notifications not recorded", error=repr(exc), notifications=len(handed))
+            if last:
+                return
 
     async def _publish(self, mqtt: MqttClient, pages: list[OfficerNotification]) -> list[Any]:
         """Publish each page with QoS 1; per page, the broker's PUBACK or the error."""

@@ -193,14 +193,14 @@ async def test_a_handed_page_is_the_page_a_claim_makes_of_the_row(env) -> None: 
         await pipeline.stop()
 
 
-async def test_handed_pages_whose_lease_ran_out_are_left_to_the_claims(env) -> None:  # type: ignore[no-untyped-def]
-    notifier = Notifier(env.settings.replace(notifier_handover_lease_s=0.05), env.pool, role="worker-notifier")
+def _handed(notification_id: int, event_id: str) -> HandedNotification:
+    """A handed page of a notification row that is not there (recording it changes nothing)."""
     page = OfficerNotification(
-        notification_id=1,
+        notification_id=notification_id,
         officer_id=GRID_OFFICER,
-        incident_id="00000000-0000-0000-0000-000000000001",
+        incident_id=f"00000000-0000-0000-0000-{-notification_id:012d}",
         case_number="990102-20261127-000001",
-        event_id="e-late",
+        event_id=event_id,
         kind="incident_opened",
         reason="test",
         priority=1,
@@ -210,11 +210,80 @@ async def test_handed_pages_whose_lease_ran_out_are_left_to_the_claims(env) -> N
         created_at=datetime.now(UTC),
         level="grid",
     )
-    notifier.hand_over([HandedNotification(1, page.incident_id, page)])
+    return HandedNotification(notification_id, page.incident_id, page)
+
+
+async def test_handed_pages_whose_lease_ran_out_are_left_to_the_claims(env) -> None:  # type: ignore[no-untyped-def]
+    notifier = Notifier(env.settings.replace(notifier_handover_lease_s=0.05), env.pool, role="worker-notifier")
+    notifier.hand_over([_handed(-1, "e-late")])
     await asyncio.sleep(0.1)  # the notifier was busy: the lease ran out meanwhile
-    await notifier._deliver_handed(mqtt=None)  # type: ignore[arg-type]  # nothing to publish
-    assert notifier._handed == []
+    assert notifier._take_handed(200) == []  # nothing to publish
+    assert not notifier._handed
     assert notifier.counters.snapshot()["handover_expired"] == 1
+
+
+async def test_handed_pages_go_out_while_the_ones_before_are_being_recorded(env) -> None:  # type: ignore[no-untyped-def]
+    # One page per chunk, and the record of the first held back: the next pages are published
+    # all the same, and the ones that waited are recorded together once it is done.
+    notifier = Notifier(
+        env.settings.replace(notifier_batch_max=1, poll_interval_s=30.0), env.pool, role="worker-notifier"
+    )
+    recording: list[list[str]] = []
+    release = asyncio.Event()
+    settle = notifier._settle
+
+    async def held(conn: Any, rows: Any, pages: list[OfficerNotification], results: Any) -> None:
+        ours = [p.event_id for p in pages if p.event_id.startswith("e-window-")]
+        if ours:  # (a claim at start may record rows other tests left pending)
+            recording.append(ours)
+            await release.wait()
+        await settle(conn, rows, pages, results)
+
+    notifier._settle = held  # type: ignore[method-assign]
+    officer = await platform_client(env.settings, topics.officer_notifications(GRID_OFFICER))
+    task = asyncio.create_task(notifier.run())
+    try:
+        await asyncio.wait_for(notifier.ready.wait(), 10)
+        notifier.hand_over([_handed(-11, "e-window-1")])
+        await wait_until(lambda: asyncio.sleep(0, recording == [["e-window-1"]]))
+        notifier.hand_over([_handed(-12, "e-window-2"), _handed(-13, "e-window-3")])
+        for event_id in ("e-window-2", "e-window-3"):
+            await officer.wait_for(lambda n, e=event_id: n["event_id"] == e, timeout=5)  # type: ignore[misc]
+        assert recording == [["e-window-1"]]  # the first still being recorded
+        release.set()
+        await wait_until(lambda: asyncio.sleep(0, len(recording) == 2))
+        assert recording == [["e-window-1"], ["e-window-2", "e-window-3"]]
+    finally:
+        release.set()
+        notifier.request_stop()
+        await asyncio.wait_for(task, 15)
+        await officer.close()
+
+
+async def test_a_stopping_notifier_records_the_pages_it_published(env) -> None:  # type: ignore[no-untyped-def]
+    notifier = Notifier(env.settings.replace(poll_interval_s=30.0), env.pool, role="worker-notifier")
+    recorded: list[str] = []
+    release = asyncio.Event()
+    settle = notifier._settle
+
+    async def held(conn: Any, rows: Any, pages: list[OfficerNotification], results: Any) -> None:
+        ours = [p.event_id for p in pages if p.event_id.startswith("e-stop-")]
+        if ours:
+            await release.wait()
+            recorded.extend(e for e, r in zip(ours, results, strict=True) if not isinstance(r, BaseException))
+        await settle(conn, rows, pages, results)
+
+    notifier._settle = held  # type: ignore[method-assign]
+    task = asyncio.create_task(notifier.run())
+    await asyncio.wait_for(notifier.ready.wait(), 10)
+    notifier.hand_over([_handed(-21, "e-stop-1"), _handed(-22, "e-stop-2")])
+    await wait_until(lambda: asyncio.sleep(0, not notifier._handed))
+    notifier.request_stop()
+    await asyncio.sleep(0.2)
+    assert not task.done()  # the record of what went out is not dropped at the stop
+    release.set()
+    await asyncio.wait_for(task, 15)
+    assert recorded == ["e-stop-1", "e-stop-2"]  # both acknowledged by the broker and recorded
 
 
 async def test_a_hand_over_pages_the_officer_without_a_claim(env) -> None:  # type: ignore[no-untyped-def]
