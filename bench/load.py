@@ -243,16 +243,27 @@ class LeanFleet(Fleet):
 class LeanOfficerProbe:
     """OfficerProbe on the lean client."""
 
-    def __init__(self, settings: Settings, fleet: Fleet) -> None:
+    def __init__(self, settings: Settings, fleet: Fleet, *, ping_every_s: float = 60.0) -> None:
         self.settings = settings
         self.fleet = fleet
+        self.ping_every_s = ping_every_s
         self.notified_ms: dict[str, float] = {}
         self.client = LeanClient(f"bench-officers-{uuid.uuid4().hex[:6]}", on_message=self._on_notification)
+        self._keepalive: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         s = self.settings
         await self.client.connect(s.mqtt_host, s.mqtt_port, s.mqtt_username, s.mqtt_password)
         await self.client.subscribe(topics.OFFICER_NOTIFICATIONS.format(officer_id="+"), qos=1)
+        # Pings between the steps that page nobody (heartbeats for minutes): without them the
+        # broker drops the probe after 1.5 × its keepalive, and every page after is missed.
+        self._keepalive = asyncio.create_task(
+            keep_alive([self.client], self.ping_every_s), name="bench.probe.keepalive"
+        )
+
+    @property
+    def connected(self) -> bool:
+        return self.client.connected
 
     def _on_notification(self, topic: str, payload: bytes, at: float) -> None:
         with contextlib.suppress(ValueError):
@@ -266,6 +277,9 @@ class LeanOfficerProbe:
                 self.fleet.release(eid)
 
     async def stop(self) -> None:
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            await asyncio.gather(self._keepalive, return_exceptions=True)
         await self.client.close()
 
 

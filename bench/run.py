@@ -29,7 +29,7 @@ from bench.harness import say
 from bench.load import LeanFleet, LeanOfficerProbe, StepResult, collect, drive, wait_until
 from bench.procs import REPO, Components, MachineCpu, Watched, service_pid
 from bench.search import geometric, highest_held
-from bench.stats import summary
+from bench.stats import summary, worst_per_second
 from core import db, event_loop, kafka
 from core.mosquitto_passwords import hash_password
 from core.platform_mqtt import discard_session
@@ -174,6 +174,8 @@ async def run_step(
     alarm = type_ != "device.heartbeat"
 
     async def drained() -> bool:
+        if not probe.connected:
+            raise BenchAborted(f"the officer probe lost its connection during step {tag}: no page after it is seen")
         if await count_recorded(pool, tag) < res.acked:
             return False
         # Every press paged an officer, or joined an incident whose officer was paged.
@@ -194,6 +196,8 @@ async def run_step(
     out["joined_open_incident"] = fleet.joined - joined0
     out["no_free_device"] = fleet.starved - starved0
     out["throughput_per_s"] = round(recorded / (duration + max(drain, 0.0)), 1)
+    if alarm:
+        out["worst_per_second_ms"] = worst_per_second(ids, fleet.pressed, probe.notified_ms)
     out["tag"] = tag
     return out
 

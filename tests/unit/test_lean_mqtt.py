@@ -8,6 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bench.lean_mqtt import PUBLISH, LeanClient, _packet, _utf8
+from bench.load import LeanOfficerProbe
+from core.settings import Settings
 
 
 class FakeTransport(asyncio.Transport):
@@ -62,3 +64,22 @@ def test_remaining_length_uses_several_bytes_for_large_packets() -> None:
     pkt = _packet(0x30, body)
     assert pkt[1] & 0x80 and pkt[2] & 0x80 and not pkt[3] & 0x80
     assert len(pkt) == 1 + 3 + len(body)
+
+
+async def test_the_officer_probe_pings_while_nobody_is_paged() -> None:
+    # Minutes of heartbeats page nobody: a probe that sent nothing all that time was dropped by
+    # the broker (1.5 × its keepalive), and the burst after it waited for pages it never saw.
+    probe = LeanOfficerProbe(Settings(), fleet=None, ping_every_s=0.01)  # type: ignore[arg-type]
+    transport = FakeTransport()
+
+    async def connected(*_: object, **__: object) -> None:
+        probe.client.connection_made(transport)
+
+    probe.client.connect = connected  # type: ignore[method-assign]
+    probe.client.subscribe = connected  # type: ignore[method-assign]
+    await probe.start()
+    await asyncio.sleep(0.1)
+    assert probe.connected
+    assert transport.written.count(b"\xc0\x00") >= 2  # PINGREQ, again and again
+    assert probe._keepalive is not None
+    probe._keepalive.cancel()
