@@ -259,7 +259,7 @@ class Notifier(Component):
             await self._settle(conn, [(r["id"], r["incident_id"], r["attempts"]) for r in rows], pages, results)
             return len(rows) == self.settings.notifier_batch_max
 
-    def _drop_expired(self, now: float) -> int:
+    def _drop_expired(self, now: float) -> None:
         """Leave the handed pages whose lease ran out while they waited here (the broker slow or
         away) to the claims, here or in another notifier: publishing them too would page twice.
         The oldest are first, so they are the ones at the front."""
@@ -270,7 +270,6 @@ class Notifier(Component):
         if expired:
             self.counters.inc("handover_expired", expired)
             log.warning("handed notifications left to the claims", notifications=expired)
-        return expired
 
     def _take_handed(self, n: int) -> list[HandedNotification]:
         """Up to `n` handed notifications whose lease has not run out, oldest first."""
@@ -290,12 +289,7 @@ class Notifier(Component):
                     self._handed_ready.clear()
                     await self.idle(self._handed_ready.wait())
                     continue
-                acks = [
-                    mqtt.publish_nowait(
-                        mqtt_topics.officer_notifications(h.page.officer_id), msgspec.json.encode(h.page), qos=1
-                    )
-                    for h in handed
-                ]
+                acks = self._send(mqtt, [h.page for h in handed])
                 await window.put(_Published(handed, acks))  # waits while the window is full
             await window.put(None)  # a stop: what was published is recorded, then the recorder ends
 
@@ -329,13 +323,16 @@ class Notifier(Component):
             if last:
                 return
 
-    async def _publish(self, mqtt: MqttClient, pages: list[OfficerNotification]) -> list[Any]:
-        """Publish each page with QoS 1; per page, the broker's PUBACK or the error."""
-        futures = [
+    def _send(self, mqtt: MqttClient, pages: list[OfficerNotification]) -> list[asyncio.Future[None]]:
+        """Publish each page with QoS 1 without waiting: per page, the future of its PUBACK."""
+        return [
             mqtt.publish_nowait(mqtt_topics.officer_notifications(p.officer_id), msgspec.json.encode(p), qos=1)
             for p in pages
         ]
-        return await outcomes(futures, 10.0)
+
+    async def _publish(self, mqtt: MqttClient, pages: list[OfficerNotification]) -> list[Any]:
+        """Publish each page with QoS 1; per page, the broker's PUBACK or the error."""
+        return await outcomes(self._send(mqtt, pages), 10.0)
 
     async def _settle(
         self,
