@@ -12,6 +12,7 @@ import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.procs import REPO
+from core import kafka
 
 STACK_SH = str(REPO / "deploy" / "stack.sh")
 
@@ -49,9 +50,11 @@ async def fresh_database(admin_dsn: str, prefix: str, tag: str) -> str:
 
 
 async def drop_old_kafka(bootstrap: str, prefix: str) -> None:
-    """Delete the earlier runs' topics named `<prefix>-*`: every run makes its own, and a broker
-    holding thousands of old partitions starts slowly (it loads them all before it serves). The
-    broker drops the committed offsets of a deleted topic, and with them the run's consumer group."""
+    """Delete the earlier runs' topics and consumer groups named `<prefix>-*`: every run makes its
+    own, and a broker holding thousands of old partitions, or hundreds of old groups, starts
+    slowly (it loads them all before it serves: after a day of benchmark runs, longer than the
+    stack's start-up wait). A deleted topic's offsets go, but its group stays known to the broker
+    until the group itself is deleted."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="pingan-cleanup", request_timeout_ms=30000)
     await admin.start()
     try:
@@ -60,5 +63,11 @@ async def drop_old_kafka(bootstrap: str, prefix: str) -> None:
             await admin.delete_topics(old_topics[i : i + 100], timeout_ms=30000)
         if old_topics:
             say(f"deleted {len(old_topics)} Kafka topics of {prefix} runs")
+        groups = {str(g[0]) for g in await admin.list_consumer_groups()}
+        old_groups = sorted(g for g in groups if g.startswith(prefix + "-"))
+        codes = await kafka.delete_consumer_groups(admin, old_groups)
+        deleted = sum(1 for c in codes.values() if c == 0)
+        if old_groups:
+            say(f"deleted {deleted} of {len(old_groups)} Kafka consumer groups of {prefix} runs")
     finally:
         await admin.close()

@@ -20,6 +20,7 @@ from aiokafka.errors import (
     UnknownProducerId,
 )
 from aiokafka.partitioner import DefaultPartitioner, murmur2
+from aiokafka.protocol.admin import DeleteGroupsRequest
 
 from core.settings import Settings
 from schemas.topics import KafkaTopics
@@ -248,6 +249,22 @@ async def ensure_topics(settings: Settings, *, timeout: float = 60.0) -> None:
             await asyncio.sleep(1.0)
         finally:
             await admin.close()
+
+
+async def delete_consumer_groups(admin: AIOKafkaAdminClient, groups: list[str]) -> dict[str, int]:
+    """Delete consumer groups (their committed offsets), each at its coordinator; returns the
+    broker's error code per group (0 deleted, 68 still has members, 69 unknown). aiokafka's
+    admin client has no call for it; the request is Kafka's DeleteGroups. A broker loads every
+    group it knows at start, so groups of throw-away runs are deleted with their topics."""
+    by_node: dict[int, list[str]] = {}
+    for group in groups:
+        by_node.setdefault(await admin.find_coordinator(group), []).append(group)
+    codes: dict[str, int] = {}
+    for node, names in by_node.items():
+        # A private call: the admin client sends a request to a given broker only this way.
+        response = await admin._send_request(DeleteGroupsRequest(names), node)
+        codes.update({str(group): int(code) for group, code in response.results})
+    return codes
 
 
 def _topic_configs(settings: Settings) -> dict[str, Any]:

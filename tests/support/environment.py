@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient
 
-from core import db
+from core import db, kafka
 from core.platform_mqtt import discard_session
 from core.settings import Settings
 from dispatch.credentials import Provisioned, add_device, sync_broker_credentials, wait_broker_accepts
@@ -73,14 +73,18 @@ class TestEnvironment:
         await wait_broker_accepts(self.settings, username, password, timeout=timeout)
 
     async def _drop_topics(self) -> None:
-        """The module's Kafka topics go too: a broker holding the partitions of thousands of
-        earlier modules took minutes to start on a developer's test stack."""
+        """The module's Kafka topics and consumer groups go too: a broker holding the partitions
+        or groups of thousands of earlier modules took minutes to start on a developer's test
+        stack."""
         admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap, request_timeout_ms=30000)
         try:
             await admin.start()
             mine = [t for t in await admin.list_topics() if t.startswith(self.settings.kafka_topic_prefix + ".")]
             if mine:
                 await admin.delete_topics(mine, timeout_ms=30000)
+            group = self.settings.kafka_consumer_group
+            known = {str(g[0]) for g in await admin.list_consumer_groups()}
+            await kafka.delete_consumer_groups(admin, sorted(known & {group, group + "-dlq"}))
         except Exception as exc:  # noqa: BLE001 - the tests ran; only the clean-up failed
             warnings.warn(f"the module's Kafka topics were not deleted: {exc!r}", stacklevel=1)
         finally:
