@@ -51,10 +51,9 @@ async def fresh_database(admin_dsn: str, prefix: str, tag: str) -> str:
 
 async def drop_old_kafka(bootstrap: str, prefix: str) -> None:
     """Delete the earlier runs' topics and consumer groups named `<prefix>-*`: every run makes its
-    own, and a broker holding thousands of old partitions, or hundreds of old groups, starts
-    slowly (it loads them all before it serves: after a day of benchmark runs, longer than the
-    stack's start-up wait). A deleted topic's offsets go, but its group stays known to the broker
-    until the group itself is deleted."""
+    own, and a broker loads all it holds before it serves (thousands of old partitions made it
+    start slowly). A deleted topic's offsets go, but its group stays known to the broker until
+    the group itself is deleted or expires."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="pingan-cleanup", request_timeout_ms=30000)
     await admin.start()
     try:
