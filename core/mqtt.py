@@ -31,7 +31,9 @@ Delivery semantics worth knowing:
   packet id; an ``ack()`` of the copy from the old connection is ignored (the
   client tracks message objects, not packet ids). ``receive_maximum`` (MQTT 5
   Receive Maximum, default 65535) caps how many unacknowledged messages the
-  broker sends before it waits for our acks.
+  broker sends before it waits for our acks. (Mosquitto 2.0 does not keep to it
+  once it has queued messages for us: it then gives packet ids again while
+  they are unacknowledged, and ``ack()`` sends one PUBACK per message.)
 * ``message_queue_size > 0`` is a soft bound on received-but-not-consumed
   messages: when reached, the client stops reading the socket (TCP back
   pressure) until the consumer catches up. A consumer stalled for longer than
@@ -404,6 +406,9 @@ class MqttClient:
         self._resub_pending: dict[int, list[str]] = {}
         self._subscriptions: dict[str, int] = {}
         self._unacked: dict[int, MqttMessage] = {}
+        # Older unacknowledged messages whose packet id the broker gave again (see ack()).
+        self._shadowed: dict[int, list[MqttMessage]] = {}
+        self.packet_ids_reused = 0
         self._state_waiters: set[asyncio.Future[None]] = set()
         self._close_waiters: set[asyncio.Future[None]] = set()
         self._queue: asyncio.Queue[MqttMessage | None] = asyncio.Queue()
@@ -520,6 +525,7 @@ class MqttClient:
         self._fail_pending("MQTT client stopped", qos0_only=False)
         self._fail_subscribe_waiters("MQTT client stopped")
         self._unacked.clear()
+        self._shadowed.clear()
         self._state = "stopped"
         self._queue.put_nowait(None)
         self._notify_state()
@@ -672,20 +678,51 @@ class MqttClient:
 
         No-op for QoS 0 and when manual_ack is False. If the message came from
         an earlier connection, nothing is sent: the broker redelivers it anyway.
+
+        A broker may give a packet id again while the message that had it is
+        still unacknowledged (Mosquitto 2.0 does, to a client with more than
+        65,535 messages in flight). Each of those messages gets its own PUBACK:
+        the broker forgets the oldest with that id at each one, so acks must go
+        in the order the messages arrived, as MQTT asks anyway (4.6).
         """
         if not self._manual_ack or message.qos == 0:
             return
-        if self._unacked.get(message.mid) is not message:
-            self._logger.debug("mqtt.ack_stale", mid=message.mid, topic=message.topic, connected=self._connected)
+        mid = message.mid
+        if self._unacked.get(mid) is message:
+            del self._unacked[mid]
+        elif not self._unshadow(message):
+            self._logger.debug("mqtt.ack_stale", mid=mid, topic=message.topic, connected=self._connected)
             return
-        del self._unacked[message.mid]
-        rc = self._client.ack(message.mid, message.qos)
+        rc = self._client.ack(mid, message.qos)
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            self._logger.debug("mqtt.ack_not_sent", mid=message.mid, rc=paho.error_string(rc))
+            self._logger.debug("mqtt.ack_not_sent", mid=mid, rc=paho.error_string(rc))
             return
         self._flush_soon()
 
     # ------------------------------------------------------------------ internals
+
+    def _packet_id_reused(self, older: MqttMessage) -> None:
+        self._shadowed.setdefault(older.mid, []).append(older)
+        self.packet_ids_reused += 1
+        if self.packet_ids_reused % 1000 == 1:
+            self._logger.warning(
+                "mqtt.packet_id_reused_while_unacknowledged",
+                mid=older.mid,
+                times=self.packet_ids_reused,
+                unacknowledged=len(self._unacked) + sum(len(v) for v in self._shadowed.values()),
+            )
+
+    def _unshadow(self, message: MqttMessage) -> bool:
+        older = self._shadowed.get(message.mid)
+        if not older:
+            return False
+        for i, m in enumerate(older):
+            if m is message:
+                del older[i]
+                if not older:
+                    del self._shadowed[message.mid]
+                return True
+        return False
 
     def _connection_given_up(self) -> bool:
         return self._state == "running" and not self._reconnect and not self._connected and self._connack is None
@@ -1043,6 +1080,7 @@ class MqttClient:
             was_connected = self._connected
             self._connected = False
             self._unacked.clear()
+            self._shadowed.clear()
             connack = self._connack
             if connack is not None and not connack.done():
                 connack.set_exception(
@@ -1087,6 +1125,9 @@ class MqttClient:
                 dup=bool(msg.dup),
             )
             if self._manual_ack and msg.qos > 0:
+                older = self._unacked.get(msg.mid)
+                if older is not None:
+                    self._packet_id_reused(older)
                 self._unacked[msg.mid] = message
             self._queue.put_nowait(message)
             if (

@@ -46,6 +46,7 @@ class MqttGateway(Component):
         self.counters = self.intake.counters
         self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._pending: set[asyncio.Task[None]] = set()
+        self._last_batch: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
 
     async def run(self) -> None:
@@ -77,7 +78,7 @@ class MqttGateway(Component):
         finally:
             await self.intake.stop()
             await producer.stop()
-            log.info("gateway stopped", **self.counters.snapshot())
+            log.info("gateway stopped", packet_ids_reused=mqtt.packet_ids_reused, **self.counters.snapshot())
 
     async def _consume(self, mqtt: MqttClient, producer: kafka.IngressProducers) -> None:
         messages = mqtt.messages().__aiter__()
@@ -104,7 +105,10 @@ class MqttGateway(Component):
                             raise
                 finally:
                     if handed:
-                        task = asyncio.create_task(self._complete(handed, mqtt, producer), name="gateway.ack")
+                        task = asyncio.create_task(
+                            self._complete(handed, mqtt, producer, after=self._last_batch), name="gateway.ack"
+                        )
+                        self._last_batch = task
                         self._pending.add(task)
                         task.add_done_callback(self._pending.discard)
         finally:
@@ -124,16 +128,26 @@ class MqttGateway(Component):
         handed: list[tuple[MqttMessage, Taken, asyncio.Future[Any]]],
         mqtt: MqttClient,
         producer: kafka.IngressProducers,
+        *,
+        after: asyncio.Task[None] | None,
     ) -> None:
-        """In arrival order: once Kafka holds a record, and only then, the broker may forget the
-        message (PUBACK) and the device gets its receipt. (A heartbeat's record lingers in its
-        producer for up to kafka_health_linger_ms: what arrived after it in the same batch is
-        acknowledged that much later, though already in Kafka.)"""
+        """In arrival order, after the batch before (`after`): once Kafka holds a record, and
+        only then, the broker may forget the message (PUBACK) and the device gets its receipt.
+        (A heartbeat's record lingers in its producer for up to kafka_health_linger_ms: what
+        arrived after it is acknowledged that much later, though already in Kafka.)
+
+        Why the order across batches: MQTT asks for it (4.6); Mosquitto 2.0 looks for each
+        PUBACK's message from the oldest it sent, so every message acknowledged late is walked
+        past by every PUBACK after it; and when it gives a packet id twice (over 65,535 messages
+        in flight to one client), a PUBACK makes it forget the oldest message with that id."""
         i = 0
         try:
             for i, (msg, taken, fut) in enumerate(handed):  # noqa: B007 - i is read in finally
                 try:
                     await self.intake.confirm(producer, taken, fut)
+                    if after is not None:
+                        await asyncio.wait({after})  # its outcome is its own; only its end counts
+                        after = None
                     mqtt.ack(msg)
                     if taken.receipt_over_mqtt:
                         self._send_receipt(mqtt, taken.receipt)

@@ -281,6 +281,46 @@ async def test_manual_ack_unacked_message_is_redelivered(broker: MosquittoBroker
     await assert_nothing_to_redeliver(broker, clients, client_id, dev, topic)
 
 
+@pytest.fixture
+def deep_queue_broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
+    """A broker configured as deploy/'s: it queues more than a client's 65,535 packet ids."""
+    config = "max_queued_messages 200000\nmax_inflight_messages 1000"
+    with running_mosquitto(tmp_path / "mosquitto", extra_config=config) as b:
+        yield b
+
+
+async def test_every_message_is_acked_when_the_broker_gives_a_packet_id_again(
+    deep_queue_broker: MosquittoBroker, clients: AsyncExitStack
+) -> None:
+    """Mosquitto 2.0, at each PUBACK, moves up to its in-flight maximum of queued messages into
+    flight, however many are in flight already: past 65,535, a packet id is given again while
+    its message is still unacknowledged. (A gateway behind on a backlog of device events is in
+    that state.) Each message must get its PUBACK: with one PUBACK per packet id, the broker
+    kept the second message of each pair for the next connection, and walked past all of them
+    at every PUBACK until then."""
+    broker = deep_queue_broker
+    client_id, topic, gw, dev = await gateway_and_device(broker, clients, "dev1", "reuse")
+    n = 70_000  # more than 65,535: a backlog the broker queues for the gateway
+    for start in range(0, n, 5000):
+        await asyncio.gather(*(dev.publish_nowait(topic, b"%d" % i, qos=1) for i in range(start, min(n, start + 5000))))
+    got: list[MqttMessage] = []
+    acked = 0
+    while len(got) < n:
+        got.extend([await next_message(gw), *gw.received_nowait(n)])
+        if len(got) < n:
+            # One PUBACK per batch, in arrival order: the gateway falls behind, and the broker
+            # moves up to 1,000 more into flight at each, past 65,535.
+            gw.ack(got[acked])
+            acked += 1
+    for m in got[acked:]:
+        gw.ack(m)
+    assert [m.payload for m in got] == [b"%d" % i for i in range(n)]
+    assert gw.packet_ids_reused > 0, "the broker did not give a packet id twice: the test proves nothing"
+    await gw.publish("rx/dev1/sync", b"", qos=1)  # the broker has read every PUBACK before this
+    await gw.stop(clean=False)
+    await assert_nothing_to_redeliver(broker, clients, client_id, dev, topic)
+
+
 async def test_auto_ack_is_not_redelivered(broker: MosquittoBroker, clients: AsyncExitStack) -> None:
     client_id = uid("auto")
     topic = f"dev/dev1/{uid('auto')}"
