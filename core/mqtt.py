@@ -221,6 +221,12 @@ class _PahoClient(paho.Client):
             return MQTTErrorCode.MQTT_ERR_SUCCESS
         return super()._update_inflight()
 
+    def set_publish_window(self, window: int) -> None:
+        """The window of the open connection, set at its CONNACK, before paho sends anything on
+        it. (paho's setter refuses while connected, for a doubt about a change from or to 0,
+        unlimited: paho counts what is in flight either way, and recounts at each connection.)"""
+        self._max_inflight_messages = window
+
     def message_callback_add(self, sub: str, callback: Any) -> None:
         raise NotImplementedError("per-topic callbacks are not supported: use messages()")
 
@@ -1047,15 +1053,12 @@ class MqttClient:
             self._connected = True
             self._session_present = bool(flags.session_present)
             receive_maximum = getattr(properties, "ReceiveMaximum", None)
-            if isinstance(receive_maximum, int) and (self._max_inflight == 0 or self._max_inflight > receive_maximum):
-                # paho ignores the broker's Receive Maximum and cannot change its
-                # window on an open connection. mosquitto 2.0 tolerates the excess
-                # (QoS 1 and 2); a stricter broker could disconnect us (0x93).
-                self._logger.debug(
-                    "mqtt.max_inflight_above_receive_maximum",
-                    max_inflight=self._max_inflight,
-                    receive_maximum=receive_maximum,
-                )
+            window = self._max_inflight
+            if isinstance(receive_maximum, int) and (window == 0 or window > receive_maximum):
+                # MQTT 5 (3.3.4): never more unacknowledged QoS 1/2 publishes than the broker's
+                # Receive Maximum. paho ignores it: its window is set for this connection.
+                window = receive_maximum
+            self._client.set_publish_window(window)
             self._logger.info(
                 "mqtt.connected",
                 session_present=self._session_present,

@@ -24,6 +24,7 @@ def platform_client(
         clean_start=not persistent,
         session_expiry=settings.mqtt_session_expiry_s if persistent else 0,
         manual_ack=manual_ack,
+        max_inflight=settings.mqtt_max_inflight,
         name=name,
     )
 

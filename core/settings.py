@@ -73,6 +73,11 @@ class Settings:
     mqtt_password_file: str = field(default_factory=lambda: str(Path(_default_stack_dir()) / "mosquitto" / "passwd"))
     mqtt_pid_file: str = field(default_factory=lambda: str(Path(_default_stack_dir()) / "mosquitto" / "mosquitto.pid"))
     mqtt_session_expiry_s: int = 7 * 24 * 3600
+    mqtt_max_inflight: int = 1000
+    """How many QoS 1 messages a platform connection (the gateways' receipts, the notifier's
+    pages) has unacknowledged at the broker before it queues the next; never more than the
+    broker's Receive Maximum (deploy/'s Mosquitto: 1,000). With 100, a burst left the gateway's
+    receipts waiting for the broker's answers until paho had 65,535 of them outstanding."""
     mqtt_shared_group: str = ""
     """Empty (the default): each gateway holds a plain persistent subscription, which
     Mosquitto 2.0 keeps across a broker restart. A group name: gateways share one

@@ -321,6 +321,18 @@ async def test_every_message_is_acked_when_the_broker_gives_a_packet_id_again(
     await assert_nothing_to_redeliver(broker, clients, client_id, dev, topic)
 
 
+async def test_the_publish_window_is_never_above_the_brokers_receive_maximum(
+    deep_queue_broker: MosquittoBroker, clients: AsyncExitStack
+) -> None:
+    """MQTT 5 (3.3.4): no more unacknowledged QoS 1 publishes than the broker's Receive
+    Maximum (max_inflight_messages 1000 here, as in deploy/); paho ignores it."""
+    wide = await started(clients, make_client(deep_queue_broker, "platform", max_inflight=5000))
+    narrow = await started(clients, make_client(deep_queue_broker, "platform", max_inflight=100))
+    assert wide._client.max_inflight_messages == 1000
+    assert narrow._client.max_inflight_messages == 100
+    await asyncio.gather(*(wide.publish_nowait("rx/dev1/window", b"x", qos=1) for _ in range(3000)))
+
+
 async def test_auto_ack_is_not_redelivered(broker: MosquittoBroker, clients: AsyncExitStack) -> None:
     client_id = uid("auto")
     topic = f"dev/dev1/{uid('auto')}"
