@@ -3,6 +3,7 @@ timestamped progress lines."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -13,6 +14,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.procs import REPO
 from core import kafka
+from core.platform_mqtt import platform_client
+from core.settings import Settings
 
 STACK_SH = str(REPO / "deploy" / "stack.sh")
 
@@ -47,6 +50,35 @@ async def fresh_database(admin_dsn: str, prefix: str, tag: str) -> str:
     finally:
         await admin.close()
     return admin_dsn.rsplit("/", 1)[0] + "/" + name
+
+
+async def broker_store(settings: Settings, timeout: float = 5.0) -> dict[str, int]:
+    """What the broker holds at the start of a run, from its $SYS topics (retained): messages
+    stored and sessions kept for clients that are away. Sessions left by earlier runs (before
+    they were discarded at the end) keep a copy of every device event, and a broker holding
+    them saves and loads all of it at each restart. (Mosquitto publishes a $SYS figure once it
+    has changed: a count that is missing has not moved since the broker started.)"""
+    wanted = {
+        "$SYS/broker/store/messages/count": "stored_messages",
+        "$SYS/broker/clients/disconnected": "away_sessions",
+    }
+    got: dict[str, int] = {}
+    client = platform_client(settings, client_id=f"pingan-store-check-{os.getpid()}", name="harness.store")
+    await client.start(timeout=timeout)
+    try:
+        for topic in wanted:
+            await client.subscribe(topic, qos=0)
+        messages = client.messages().__aiter__()
+        async with asyncio.timeout(timeout):
+            while len(got) < len(wanted):
+                msg = await messages.__anext__()
+                if msg.topic in wanted:
+                    got[wanted[msg.topic]] = int(msg.payload)
+    except TimeoutError:
+        pass  # what came is reported
+    finally:
+        await client.stop()
+    return got
 
 
 async def drop_old_kafka(bootstrap: str, prefix: str) -> None:

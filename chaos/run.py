@@ -503,6 +503,14 @@ async def main_async(args: argparse.Namespace) -> int:
     stack = stack_env(CHAOS_STACK)
     say(f"preparing a fresh database with the demo city and {args.devices} devices")
     settings = await prepare(Settings.from_env(stack), args.devices, run_tag)
+    broker_at_start = await harness.broker_store(settings)
+    say(f"the broker holds {broker_at_start}")
+    if broker_at_start.get("stored_messages", 0) > 10_000:
+        say(
+            "  warning: that is what earlier runs left (sessions never ended): Mosquitto saves and loads it at"
+            " each restart, and restart-mosquitto is slower for it (deploy/stack.sh wipe with"
+            " PINGAN_STACK_DIR=.stack-chaos starts afresh)"
+        )
     t0 = time.monotonic()
     results: list[dict[str, Any]] = []
     try:
@@ -522,6 +530,7 @@ async def main_async(args: argparse.Namespace) -> int:
             "devices": args.devices,
             "kept_devices": N_KEPT,
             "deadline_s": DEADLINE_S,
+            "broker_at_start": broker_at_start,
             "total_s": round(time.monotonic() - t0, 1),
             "scenarios": results,
         }
