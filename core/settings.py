@@ -76,8 +76,9 @@ class Settings:
     mqtt_max_inflight: int = 1000
     """How many QoS 1 messages a platform connection (the gateways' receipts, the notifier's
     pages) has unacknowledged at the broker before it queues the next; never more than the
-    broker's Receive Maximum (deploy/'s Mosquitto: 1,000). With 100, a burst left the gateway's
-    receipts waiting for the broker's answers until paho had 65,535 of them outstanding."""
+    broker's Receive Maximum (deploy/'s Mosquitto: 1,000). paho's window was 100 before: in a
+    burst where the broker was slow to answer, the gateway's paho had 65,535 receipts waiting
+    behind it and dropped the rest."""
     mqtt_shared_group: str = ""
     """Empty (the default): each gateway holds a plain persistent subscription, which
     Mosquitto 2.0 keeps across a broker restart. A group name: gateways share one
