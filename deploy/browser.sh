@@ -11,7 +11,7 @@ set -Eeuo pipefail
 need=()
 [ -x /usr/bin/chromium ] || need+=(chromium)
 # Any CJK font will do; WenQuanYi Micro Hei is small (about 5 MB installed).
-fc-list :lang=zh 2>/dev/null | grep -q . || need+=(fonts-wqy-microhei)
+fc-list :lang=zh 2>/dev/null | grep . >/dev/null || need+=(fonts-wqy-microhei) # not -q: see stack.sh (pipefail)
 
 if [ ${#need[@]} -eq 0 ]; then
     exit 0

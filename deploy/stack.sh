@@ -551,7 +551,10 @@ kafka_up() {
 		if ((!started)); then
 			# Only look at log lines written by this start.
 			if (($(stat -c %s "$KAFKA_LOGS/server.log" 2>/dev/null || echo 0) < off)); then off=0; fi
-			tail -c "+$((off + 1))" "$KAFKA_LOGS/server.log" 2>/dev/null | grep -q 'Kafka Server started' || continue
+			# grep reads it all (not -q): under pipefail, a grep that stops at the first match
+			# fails the pipeline whenever tail still has more to write (SIGPIPE), which is every
+			# time a start logs more than a pipe holds; the wait then ran out with Kafka serving.
+			tail -c "+$((off + 1))" "$KAFKA_LOGS/server.log" 2>/dev/null | grep 'Kafka Server started' >/dev/null || continue
 			started=1
 		fi
 		rc=0

@@ -74,8 +74,8 @@ class TestEnvironment:
 
     async def _drop_topics(self) -> None:
         """The module's Kafka topics and consumer groups go too: a broker holding the partitions
-        or groups of thousands of earlier modules took minutes to start on a developer's test
-        stack."""
+        of thousands of earlier modules took minutes to start on a developer's test stack, and
+        it loads every group it knows at start as well."""
         admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap, request_timeout_ms=30000)
         try:
             await admin.start()
@@ -86,7 +86,7 @@ class TestEnvironment:
             known = {str(g[0]) for g in await admin.list_consumer_groups()}
             await kafka.delete_consumer_groups(admin, sorted(known & {group, group + "-dlq"}))
         except Exception as exc:  # noqa: BLE001 - the tests ran; only the clean-up failed
-            warnings.warn(f"the module's Kafka topics were not deleted: {exc!r}", stacklevel=1)
+            warnings.warn(f"the module's Kafka topics and groups were not deleted: {exc!r}", stacklevel=1)
         finally:
             await admin.close()
 
