@@ -210,6 +210,8 @@ class _PahoClient(paho.Client):
             getattr(self, "_inflight_messages", None), int
         ):
             raise RuntimeError("paho-mqtt changed: Client._out_messages / _inflight_messages are not what they were")
+        if not all(hasattr(self, a) for a in ("_on_message", "_userdata", "_handle_on_message")):
+            raise RuntimeError("paho-mqtt changed: Client._on_message / _userdata / _handle_on_message are gone")
 
     def _update_inflight(self) -> MQTTErrorCode:
         # paho calls this on every PUBACK (with a window set) and walks all its unacknowledged
@@ -229,6 +231,15 @@ class _PahoClient(paho.Client):
 
     def message_callback_add(self, sub: str, callback: Any) -> None:
         raise NotImplementedError("per-topic callbacks are not supported: use messages()")
+
+    def _handle_on_message(self, message: paho.MQTTMessage) -> None:
+        # paho's own decodes the topic, asks the (empty) matcher for callbacks and takes two
+        # locks for each message; with no per-topic callbacks and one thread, the message goes
+        # straight to on_message (MqttClient._on_message: it decodes the topic itself, and no
+        # exception leaves it).
+        on_message = self._on_message
+        if on_message is not None:
+            on_message(self, self._userdata, message)
 
     def _create_socket(self) -> SocketLike:
         sock = self.preconnected_socket
@@ -414,6 +425,7 @@ class MqttClient:
         self._unacked: dict[int, MqttMessage] = {}
         # Older unacknowledged messages whose packet id the broker gave again (see ack()).
         self._shadowed: dict[int, list[MqttMessage]] = {}
+        self._shadowed_count = 0
         self.packet_ids_reused = 0
         self._state_waiters: set[asyncio.Future[None]] = set()
         self._close_waiters: set[asyncio.Future[None]] = set()
@@ -532,6 +544,7 @@ class MqttClient:
         self._fail_subscribe_waiters("MQTT client stopped")
         self._unacked.clear()
         self._shadowed.clear()
+        self._shadowed_count = 0
         self._state = "stopped"
         self._queue.put_nowait(None)
         self._notify_state()
@@ -709,13 +722,14 @@ class MqttClient:
 
     def _packet_id_reused(self, older: MqttMessage) -> None:
         self._shadowed.setdefault(older.mid, []).append(older)
+        self._shadowed_count += 1
         self.packet_ids_reused += 1
         if self.packet_ids_reused % 1000 == 1:
             self._logger.warning(
                 "mqtt.packet_id_reused_while_unacknowledged",
                 mid=older.mid,
                 times=self.packet_ids_reused,
-                unacknowledged=len(self._unacked) + sum(len(v) for v in self._shadowed.values()),
+                unacknowledged=len(self._unacked) + self._shadowed_count,
             )
 
     def _unshadow(self, message: MqttMessage) -> bool:
@@ -725,6 +739,7 @@ class MqttClient:
         for i, m in enumerate(older):
             if m is message:
                 del older[i]
+                self._shadowed_count -= 1
                 if not older:
                     del self._shadowed[message.mid]
                 return True
@@ -1084,6 +1099,7 @@ class MqttClient:
             self._connected = False
             self._unacked.clear()
             self._shadowed.clear()
+            self._shadowed_count = 0
             connack = self._connack
             if connack is not None and not connack.done():
                 connack.set_exception(

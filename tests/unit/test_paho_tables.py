@@ -113,3 +113,24 @@ def test_a_publish_decodes_the_same(library_tables: None) -> None:
     after = fields(_packet.decode_publish(0x32, body, MQTTProtocolVersion.MQTTv5))
     assert after == before
     assert after[3:5] == (topic, 7) and after[6] == b'{"x":1}'
+
+
+def test_clear_removes_every_property_and_keeps_the_tables(library_tables: None) -> None:
+    def cleared_with_library_or_shared() -> tuple[object, list[str]]:
+        p = _publish_properties()
+        p.clear()
+        return p.json(), sorted(vars(p))
+
+    library = cleared_with_library_or_shared()
+    paho_tables.share()
+    shared = cleared_with_library_or_shared()
+    assert shared == library
+    assert library[0] == {} and library[1] == ["names", "packetType", "properties", "types"]
+    # An instance unpacked twice holds only what the second packet had.
+    p = Properties(PacketTypes.PUBLISH)
+    p.unpack(_publish_properties().pack())
+    q = Properties(PacketTypes.PUBLISH)
+    q.ContentType = "text/plain"
+    p.unpack(q.pack())
+    assert p.ContentType == "text/plain"
+    assert not hasattr(p, "MessageExpiryInterval") and not hasattr(p, "UserProperty")
