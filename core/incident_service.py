@@ -66,14 +66,17 @@ _INCIDENT_COLUMNS = """case_number, category, status, priority, level, level_ind
                        grid_code, event_type, first_event_id, pressed_at, received_at, opened_at,
                        policy, awaiting, deadline_at, remind_at, due_at, is_major, correlation_key"""
 
-# Case numbers: the district's code, the day (UTC) and a city-wide sequence.
+# Case numbers: the district's code, the day (UTC) and a city-wide sequence, at least six digits
+# and as many more as it has (the sequence never restarts: a city passes its millionth incident,
+# and a number cut to six digits would be the number of an incident before it, which the unique
+# case number refuses). to_char's 9 is a digit kept only when significant, its 0 one always kept.
 _CASE_NUMBER = """substr({grid}, 1, 6) || '-' || to_char({opened} AT TIME ZONE 'UTC', 'YYYYMMDD') || '-'
-          || lpad(nextval('case_number_seq')::text, 6, '0')"""
+          || to_char(nextval('case_number_seq'), 'FM9999999999999000000')"""
 
 
 def case_number_of(grid_code: str, opened_at: datetime, n: int) -> str:
-    """The case number `_CASE_NUMBER` makes of sequence value `n` (lpad cuts a longer number)."""
-    return f"{grid_code[:6]}-{opened_at.astimezone(UTC):%Y%m%d}-{str(n).rjust(6, '0')[:6]}"
+    """The case number `_CASE_NUMBER` makes of sequence value `n`."""
+    return f"{grid_code[:6]}-{opened_at.astimezone(UTC):%Y%m%d}-{n:06d}"
 
 
 _INSERT = f"""

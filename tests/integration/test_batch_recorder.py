@@ -231,7 +231,7 @@ async def test_batch_path_equals_event_by_event(
         assert batched[part] == one_by_one[part], part
 
 
-@pytest.mark.parametrize("n", [1, 42, 999999, 1000000, 12345678])
+@pytest.mark.parametrize("n", [1, 42, 999999, 1000000, 12345678, 9223372036854775807])
 @pytest.mark.parametrize("at", ["2026-11-27T23:59:59+00:00", "2026-11-28T07:30:00+08:00", "2026-01-01T00:00:00Z"])
 async def test_case_number_of_is_the_one_postgres_makes(env, n: int, at: str) -> None:  # type: ignore[no-untyped-def]
     opened = datetime.fromisoformat(at)
@@ -246,3 +246,36 @@ async def test_case_number_of_is_the_one_postgres_makes(env, n: int, at: str) ->
         n,
     )
     assert case_number_of(GRID_OPEN, opened, n) == made
+    assert made.rsplit("-", 1)[1].lstrip("0") == str(n)  # every digit of the sequence, none cut
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["event by event", "batch"])
+async def test_incidents_open_past_the_millionth_case_number(env, devices, batched: bool) -> None:  # type: ignore[no-untyped-def]
+    """The case number sequence never restarts: past 999,999 every alarm still opens its
+    incident, with every digit of its number (a number cut to six digits repeats one before)."""
+    clock = FixedClock()
+    batch = make_batch([(6, 0, False), (7, 0, False), (0, 0, False), (1, 0, False)], clock)
+    store = IncidentStore(kafka.topics(env.settings), clock=clock, correlation=Correlation(threshold=4))
+    async with env.pool.acquire() as conn:
+        before = await conn.fetchval("SELECT last_value FROM case_number_seq")
+        try:
+            async with conn.transaction():
+                await conn.execute("SELECT setval('case_number_seq', 999998)")
+                if batched:
+                    out = await BatchRecorder(store).record(conn, [(a, 0, i) for i, a in enumerate(batch)])
+                    assert out.recorded == 4
+                else:
+                    for i, a in enumerate(batch):
+                        await store.record(conn, a, partition=0, offset=i)
+                numbers = await conn.fetch(
+                    "SELECT device_id, case_number FROM incidents WHERE first_event_id = ANY($1::text[]) "
+                    "ORDER BY case_number",
+                    [a.event.event_id for a in batch],  # type: ignore[attr-defined]
+                )
+                raise Rollback
+        except Rollback:
+            pass
+        finally:
+            await conn.execute("SELECT setval('case_number_seq', $1)", before)  # sequences ignore rollbacks
+    assert sorted(r["device_id"] for r in numbers) == sorted({a.event.device_id for a in batch})  # type: ignore[attr-defined]
+    assert sorted(int(r["case_number"].rsplit("-", 1)[1]) for r in numbers) == [999999, 1000000, 1000001, 1000002]
