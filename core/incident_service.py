@@ -79,13 +79,17 @@ def case_number_of(grid_code: str, opened_at: datetime, n: int) -> str:
     return f"{grid_code[:6]}-{opened_at.astimezone(UTC):%Y%m%d}-{n:06d}"
 
 
+# Only the conflict of a race (another transaction opened the device's incident, or the
+# building's major incident, first) is skipped; any other, as of a case number, is an error.
 _INSERT = f"""
 INSERT INTO incidents ({_INCIDENT_COLUMNS})
 VALUES ({_CASE_NUMBER.format(grid="$7", opened="$12")},
         $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
-ON CONFLICT DO NOTHING
+ON CONFLICT {{arbiter}} DO NOTHING
 RETURNING incident_id
 """
+_INSERT_OF_DEVICE = _INSERT.format(arbiter="(device_id, category) WHERE closed_at IS NULL")
+_INSERT_MAJOR = _INSERT.format(arbiter="(correlation_key) WHERE is_major AND closed_at IS NULL")
 
 # Officers on shift at the unit of `level_index` on the grid cell's path (0 = the grid cell).
 _RESPONDERS = """
@@ -264,7 +268,7 @@ class IncidentService:
         policy = await self.policy_for(conn, grid_code, priority)
         state = open_incident(policy, pressed_at=received_at, now=now, level_index=start_level)
         incident_id = await conn.fetchval(
-            _INSERT,
+            _INSERT_MAJOR if is_major else _INSERT_OF_DEVICE,
             category,
             state.status,
             priority,

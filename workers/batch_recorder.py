@@ -205,7 +205,7 @@ WITH ins AS (
                                 device_id, grid_code, event_type, event_id, pressed_at, received_at,
                                 opened_at, policy, awaiting, deadline_at, remind_at, due_at, ord)
      ORDER BY v.ord
-    ON CONFLICT DO NOTHING
+    ON CONFLICT (device_id, category) WHERE closed_at IS NULL DO NOTHING
     RETURNING incident_id
 ), timeline AS (
     INSERT INTO incident_timeline (incident_id, at, kind, actor, event_row_id, detail)

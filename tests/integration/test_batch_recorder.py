@@ -15,6 +15,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
+import asyncpg
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -279,3 +280,26 @@ async def test_incidents_open_past_the_millionth_case_number(env, devices, batch
             await conn.execute("SELECT setval('case_number_seq', $1)", before)  # sequences ignore rollbacks
     assert sorted(r["device_id"] for r in numbers) == sorted({a.event.device_id for a in batch})  # type: ignore[attr-defined]
     assert sorted(int(r["case_number"].rsplit("-", 1)[1]) for r in numbers) == [999999, 1000000, 1000001, 1000002]
+
+
+async def test_a_case_number_given_twice_is_an_error_not_a_race(env, devices) -> None:  # type: ignore[no-untyped-def]
+    """Only the race of two workers opening the same device's incident is skipped quietly; a
+    case number the sequence gives again (a database restored without its sequence) is an
+    error with its constraint's name, not taken for that race."""
+    clock = FixedClock()
+    first, second = make_batch([(6, 0, False), (7, 0, False)], clock)
+    store = IncidentStore(kafka.topics(env.settings), clock=clock, correlation=Correlation(threshold=4))
+    async with env.pool.acquire() as conn:
+        before = await conn.fetchval("SELECT last_value FROM case_number_seq")
+        try:
+            async with conn.transaction():
+                await store.record(conn, first, partition=0, offset=0)
+                await conn.execute("SELECT setval('case_number_seq', $1)", before)  # gives the same number again
+                with pytest.raises(asyncpg.UniqueViolationError) as raised:
+                    await store.record(conn, second, partition=0, offset=1)
+                assert raised.value.constraint_name == "incidents_case_number_key"
+                raise Rollback
+        except Rollback:
+            pass
+        finally:
+            await conn.execute("SELECT setval('case_number_seq', $1)", before)
