@@ -257,6 +257,18 @@ def held(step: dict[str, Any]) -> bool:
     )
 
 
+def heartbeats_held_by(step: dict[str, Any], rate: float, step_s: float) -> bool:
+    """A heartbeat step is held when it was sent at the rate, all of it reached the broker and
+    was recorded, and the backlog drained within HB_DRAIN_SHARE of the step's length."""
+    return (
+        step["achieved_rate"] >= 0.95 * rate
+        and step["publish_errors"] == 0
+        and step["acked_by_broker"] == step["sent"]
+        and step["lost"] == 0
+        and 0 <= step["drain_s"] <= HB_DRAIN_SHARE * step_s
+    )
+
+
 async def order_kept(pool: asyncpg.Pool[Any], tag: str) -> bool:
     """Presses of one device were recorded in the order the device sent them."""
     bad = await pool.fetchval(
@@ -461,13 +473,7 @@ async def heartbeat_step(ctx: dict[str, Any], p: dict[str, Any], rate: int, tag:
     step = await run_step(
         ctx, rate=rate, duration=p["hb_step_s"], tag=tag, type_="device.heartbeat", drain_s=p["drain_s"]
     )
-    step["held"] = (
-        step["achieved_rate"] >= 0.95 * rate
-        and step["publish_errors"] == 0
-        and step["acked_by_broker"] == step["sent"]
-        and step["lost"] == 0
-        and 0 <= step["drain_s"] <= HB_DRAIN_SHARE * p["hb_step_s"]
-    )
+    step["held"] = heartbeats_held_by(step, rate, p["hb_step_s"])
     say(f"  {rate}/s: achieved {step['achieved_rate']}, lost {step['lost']}, drain {step['drain_s']} s")
     return step
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.run import held
+from bench.run import heartbeats_held_by, held
 
 
 def step(
@@ -37,3 +37,22 @@ def test_a_page_missing_a_lost_press_or_a_slow_p99_is_not_held() -> None:
     assert not held(step(notified=99))
     assert not held(step(lost=1))
     assert not held(step(p99=1000.0))
+
+
+def hb_step(*, achieved: float = 20000.0, drain_s: float = 0.2, lost: int = 0) -> dict[str, Any]:
+    return {
+        "achieved_rate": achieved,
+        "publish_errors": 0,
+        "sent": 400000,
+        "acked_by_broker": 400000,
+        "lost": lost,
+        "drain_s": drain_s,
+    }
+
+
+def test_heartbeats_are_held_only_when_the_backlog_drains_within_a_tenth_of_the_step() -> None:
+    assert heartbeats_held_by(hb_step(drain_s=2.0), 20000, 20)
+    assert not heartbeats_held_by(hb_step(drain_s=3.6), 20000, 20)  # a queue that grew by a fifth
+    assert not heartbeats_held_by(hb_step(drain_s=-1), 20000, 20)  # never drained
+    assert not heartbeats_held_by(hb_step(achieved=18000), 20000, 20)
+    assert not heartbeats_held_by(hb_step(lost=1), 20000, 20)
