@@ -11,7 +11,9 @@ same.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -250,6 +252,21 @@ async def test_case_number_of_is_the_one_postgres_makes(env, n: int, at: str) ->
     assert made.rsplit("-", 1)[1].lstrip("0") == str(n)  # every digit of the sequence, none cut
 
 
+@contextlib.asynccontextmanager
+async def rolled_back(conn: Any) -> AsyncIterator[None]:
+    """A transaction rolled back at the end, and the case number sequence put back where it
+    was (sequences ignore rollbacks)."""
+    before = await conn.fetchval("SELECT last_value FROM case_number_seq")
+    try:
+        async with conn.transaction():
+            yield
+            raise Rollback
+    except Rollback:
+        pass
+    finally:
+        await conn.execute("SELECT setval('case_number_seq', $1)", before)
+
+
 @pytest.mark.parametrize("batched", [False, True], ids=["event by event", "batch"])
 async def test_incidents_open_past_the_millionth_case_number(env, devices, batched: bool) -> None:  # type: ignore[no-untyped-def]
     """The case number sequence never restarts: past 999,999 every alarm still opens its
@@ -257,27 +274,18 @@ async def test_incidents_open_past_the_millionth_case_number(env, devices, batch
     clock = FixedClock()
     batch = make_batch([(6, 0, False), (7, 0, False), (0, 0, False), (1, 0, False)], clock)
     store = IncidentStore(kafka.topics(env.settings), clock=clock, correlation=Correlation(threshold=4))
-    async with env.pool.acquire() as conn:
-        before = await conn.fetchval("SELECT last_value FROM case_number_seq")
-        try:
-            async with conn.transaction():
-                await conn.execute("SELECT setval('case_number_seq', 999998)")
-                if batched:
-                    out = await BatchRecorder(store).record(conn, [(a, 0, i) for i, a in enumerate(batch)])
-                    assert out.recorded == 4
-                else:
-                    for i, a in enumerate(batch):
-                        await store.record(conn, a, partition=0, offset=i)
-                numbers = await conn.fetch(
-                    "SELECT device_id, case_number FROM incidents WHERE first_event_id = ANY($1::text[]) "
-                    "ORDER BY case_number",
-                    [a.event.event_id for a in batch],  # type: ignore[attr-defined]
-                )
-                raise Rollback
-        except Rollback:
-            pass
-        finally:
-            await conn.execute("SELECT setval('case_number_seq', $1)", before)  # sequences ignore rollbacks
+    async with env.pool.acquire() as conn, rolled_back(conn):
+        await conn.execute("SELECT setval('case_number_seq', 999998)")
+        if batched:
+            out = await BatchRecorder(store).record(conn, [(a, 0, i) for i, a in enumerate(batch)])
+            assert out.recorded == 4
+        else:
+            for i, a in enumerate(batch):
+                await store.record(conn, a, partition=0, offset=i)
+        numbers = await conn.fetch(
+            "SELECT device_id, case_number FROM incidents WHERE first_event_id = ANY($1::text[]) ORDER BY case_number",
+            [a.event.event_id for a in batch],  # type: ignore[attr-defined]
+        )
     assert sorted(r["device_id"] for r in numbers) == sorted({a.event.device_id for a in batch})  # type: ignore[attr-defined]
     assert sorted(int(r["case_number"].rsplit("-", 1)[1]) for r in numbers) == [999999, 1000000, 1000001, 1000002]
 
@@ -289,17 +297,10 @@ async def test_a_case_number_given_twice_is_an_error_not_a_race(env, devices) ->
     clock = FixedClock()
     first, second = make_batch([(6, 0, False), (7, 0, False)], clock)
     store = IncidentStore(kafka.topics(env.settings), clock=clock, correlation=Correlation(threshold=4))
-    async with env.pool.acquire() as conn:
-        before = await conn.fetchval("SELECT last_value FROM case_number_seq")
-        try:
-            async with conn.transaction():
-                await store.record(conn, first, partition=0, offset=0)
-                await conn.execute("SELECT setval('case_number_seq', $1)", before)  # gives the same number again
-                with pytest.raises(asyncpg.UniqueViolationError) as raised:
-                    await store.record(conn, second, partition=0, offset=1)
-                assert raised.value.constraint_name == "incidents_case_number_key"
-                raise Rollback
-        except Rollback:
-            pass
-        finally:
-            await conn.execute("SELECT setval('case_number_seq', $1)", before)
+    async with env.pool.acquire() as conn, rolled_back(conn):
+        n = await conn.fetchval("SELECT last_value FROM case_number_seq")
+        await store.record(conn, first, partition=0, offset=0)
+        await conn.execute("SELECT setval('case_number_seq', $1)", n)  # gives the same number again
+        with pytest.raises(asyncpg.UniqueViolationError) as raised:
+            await store.record(conn, second, partition=0, offset=1)
+        assert raised.value.constraint_name == "incidents_case_number_key"
