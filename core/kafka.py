@@ -14,6 +14,7 @@ from aiokafka.errors import (
     InvalidProducerEpoch,
     KafkaConnectionError,
     KafkaError,
+    MessageSizeTooLargeError,
     OutOfOrderSequenceNumber,
     ProducerFenced,
     TopicAlreadyExistsError,
@@ -22,6 +23,7 @@ from aiokafka.errors import (
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 from aiokafka.protocol.admin import DeleteGroupsRequest
 
+from core.kafka_batches import BatchedSends
 from core.settings import Settings
 from schemas.topics import KafkaTopics
 
@@ -80,9 +82,57 @@ class Producer:
         try:
             fut: asyncio.Future[Any] = await current.send(topic, value, key=key)
         except KafkaError as exc:
-            fut = asyncio.get_running_loop().create_future()
-            fut.set_exception(exc)
-            return fut
+            return _failed(exc)
+        fut.add_done_callback(lambda f: self._check(f, current))
+        return fut
+
+    async def send_batches(self, records: list[tuple[str, bytes, bytes]]) -> list[asyncio.Future[Any]]:
+        """Hand (topic, key, value) records to Kafka as one batch per partition (more where one
+        fills up), each partition's records in their order, on the partition `send` would pick
+        for the key; returns the futures of the batches' acknowledgements. A failure to hand a
+        batch over is its future's outcome, as in `send`."""
+        if self._renewing is not None:
+            await asyncio.shield(self._renewing)
+        current = self._current
+        assert current is not None, "producer not started"
+        by_partition: dict[tuple[str, int], list[tuple[bytes, bytes]]] = {}
+        partitions: dict[str, list[int]] = {}
+        for topic, key, value in records:
+            if topic not in partitions:
+                try:
+                    partitions[topic] = list(await current.partitions_for(topic))
+                except KafkaError as exc:
+                    return [_failed(exc)]
+            of_topic = partitions[topic]
+            by_partition.setdefault((topic, of_topic[_key_hash(key) % len(of_topic)]), []).append((key, value))
+        acks: list[asyncio.Future[Any]] = []
+        for (topic, partition), recs in by_partition.items():
+            acks.extend(await self._send_partition(current, topic, partition, recs))
+        return acks
+
+    async def _send_partition(
+        self, current: AIOKafkaProducer, topic: str, partition: int, records: list[tuple[bytes, bytes]]
+    ) -> list[asyncio.Future[Any]]:
+        acks: list[asyncio.Future[Any]] = []
+        batch = current.create_batch()
+        for key, value in records:
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                acks.append(await self._send_batch(current, batch, topic, partition))
+                batch = current.create_batch()
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    acks.append(_failed(MessageSizeTooLargeError(f"a record of {len(value)} bytes")))
+                    batch = current.create_batch()
+        if batch.record_count():
+            acks.append(await self._send_batch(current, batch, topic, partition))
+        return acks
+
+    async def _send_batch(
+        self, current: AIOKafkaProducer, batch: Any, topic: str, partition: int
+    ) -> asyncio.Future[Any]:
+        try:
+            fut: asyncio.Future[Any] = await current.send_batch(batch, topic, partition=partition)
+        except KafkaError as exc:
+            return _failed(exc)
         fut.add_done_callback(lambda f: self._check(f, current))
         return fut
 
@@ -121,6 +171,12 @@ class Producer:
             await asyncio.wait_for(old.stop(), self._settings.kafka_request_timeout_ms / 1000)
 
 
+def _failed(exc: BaseException) -> asyncio.Future[Any]:
+    fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    fut.set_exception(exc)
+    return fut
+
+
 def producer(settings: Settings, *, client_id: str) -> Producer:
     """The producer of the components: see `Producer`."""
     return Producer(settings, client_id=client_id)
@@ -128,17 +184,17 @@ def producer(settings: Settings, *, client_id: str) -> Producer:
 
 class IngressProducers:
     """A gateway's two producers. `urgent` (kafka_linger_ms) takes everything that must leave at
-    once: alarms, cancels, maintenance events, rejections. `health` waits up to
-    kafka_health_linger_ms to fill its requests, for accepted heartbeats, which are many and
-    urgent to nobody. A device's heartbeat may reach its partition after an alarm the device
-    sent later: what a heartbeat records (last seen, battery, sequence) is kept by sequence,
-    not by arrival."""
+    once: alarms, cancels, maintenance events, rejections. `health` takes accepted heartbeats,
+    which are many and urgent to nobody: `heartbeats` gathers them for kafka_health_linger_ms
+    and hands them over a batch per partition (see core.kafka_batches); a heartbeat whose
+    batch failed goes again by `health.send`. A device's heartbeat may reach its partition
+    after an alarm the device sent later: what a heartbeat records (last seen, battery,
+    sequence) is kept by sequence, not by arrival."""
 
     def __init__(self, settings: Settings, *, client_id: str) -> None:
         self.urgent = Producer(settings, client_id=client_id)
-        self.health = Producer(
-            settings.replace(kafka_linger_ms=settings.kafka_health_linger_ms), client_id=f"{client_id}-health"
-        )
+        self.health = Producer(settings, client_id=f"{client_id}-health")
+        self.heartbeats = BatchedSends(self.health, linger_s=settings.kafka_health_linger_ms / 1000)
 
     def of(self, health: bool) -> Producer:
         return self.health if health else self.urgent
@@ -150,12 +206,16 @@ class IngressProducers:
         except BaseException:
             await self.urgent.stop()
             raise
+        await self.heartbeats.start()
 
     async def stop(self) -> None:
         try:
-            await self.health.stop()
+            await self.heartbeats.stop()
         finally:
-            await self.urgent.stop()
+            try:
+                await self.health.stop()
+            finally:
+                await self.urgent.stop()
 
 
 @functools.lru_cache(maxsize=1 << 16)

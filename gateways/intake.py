@@ -236,7 +236,13 @@ class Intake:
     @staticmethod
     async def send(producers: IngressProducers, taken: Taken) -> asyncio.Future[Any]:
         """Hand the record to its producer (in arrival order: the order of a device's events is
-        kept, apart from heartbeats; see IngressProducers)."""
+        kept, apart from heartbeats, which go in batches; see IngressProducers)."""
+        if taken.heartbeat and taken.key is not None and producers.heartbeats.running:
+            return producers.heartbeats.send(taken.kafka_topic, taken.key, taken.record)
+        return await Intake.send_one(producers, taken)
+
+    @staticmethod
+    async def send_one(producers: IngressProducers, taken: Taken) -> asyncio.Future[Any]:
         producer = producers.of(health=taken.heartbeat)
         fut: asyncio.Future[Any] = await producer.send(taken.kafka_topic, taken.record, key=taken.key)
         return fut
@@ -258,4 +264,4 @@ class Intake:
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-                fut = await self.send(producers, taken)
+                fut = await self.send_one(producers, taken)

@@ -124,7 +124,7 @@ def test_cached_partitioner_places_keys_as_the_default_one() -> None:
     assert cached(None, [0, 1, 2], [1]) == 1
 
 
-async def test_a_gateway_sends_accepted_heartbeats_by_its_lingering_producer(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_gateway_sends_accepted_heartbeats_in_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     from datetime import UTC, datetime
 
     from gateways.intake import Intake, Taken
@@ -141,7 +141,16 @@ async def test_a_gateway_sends_accepted_heartbeats_by_its_lingering_producer(mon
     monkeypatch.setattr(kafka, "_aiokafka_producer", made)
     producers = kafka.IngressProducers(Settings(kafka_linger_ms=0, kafka_health_linger_ms=15), client_id="gw")
     await producers.start()
-    assert lingers == {"gw": 0, "gw-health": 15}
+    assert lingers == {"gw": 0, "gw-health": 0}  # heartbeats linger in producers.heartbeats
+    handed: list[bytes] = []
+
+    def gathered(topic: str, key: bytes, value: bytes) -> asyncio.Future[None]:
+        handed.append(value)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+    monkeypatch.setattr(producers.heartbeats, "send", gathered)
     now = datetime.now(UTC)
 
     def taken(result: Any, record: bytes) -> Taken:
@@ -155,7 +164,12 @@ async def test_a_gateway_sends_accepted_heartbeats_by_its_lingering_producer(mon
         taken(Rejection(RejectReason.MALFORMED, "not valid JSON", "d-1"), b"rejected"),
     ):
         await Intake.send(producers, t)
-    assert producers.health._current.sent == [b"heartbeat"]  # type: ignore[union-attr]
+    assert handed == [b"heartbeat"]
+    assert producers.health._current.sent == []  # type: ignore[union-attr]
     assert producers.urgent._current.sent == [b"panic", b"rejected"]  # type: ignore[union-attr]
+    # once the batches stop (the gateway stopping), a heartbeat goes record by record
+    await producers.heartbeats.stop()
+    await Intake.send(producers, taken(HeartbeatEvent(**fields), b"heartbeat, late"))
+    assert producers.health._current.sent == [b"heartbeat, late"]  # type: ignore[union-attr]
     await producers.stop()
     assert all(f.stopped for f in FakeProducer.made[-2:])
