@@ -91,11 +91,18 @@ WITH ins AS (
              WHERE t.device_id = ANY($14::text[])
              ORDER BY 1) s
 )
+-- The rows of the devices that sent more than health ($15), for what follows; of the others
+-- (heartbeats: most rows, at tens of thousands a second) only how many were new.
 SELECT 'event' AS row_kind, id, device_id, event_id, NULL AS grid_code, NULL AS kind, NULL AS address,
        NULL AS building, NULL AS resident_note
   FROM ins
+ WHERE device_id = ANY($15::text[])
 UNION ALL
-SELECT 'device', NULL, device_id, NULL, grid_code, kind, address, building, resident_note FROM touched
+SELECT 'device', NULL, device_id, NULL, grid_code, kind, address, building, resident_note
+  FROM touched
+ WHERE device_id = ANY($15::text[])
+UNION ALL
+SELECT 'health', count(*), NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM ins WHERE NOT device_id = ANY($15::text[])
 UNION ALL
 SELECT 'locked', count(*), NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM locks
 """
@@ -275,9 +282,8 @@ class BatchRecorder:
         """Record (accepted event, Kafka partition, offset) items in the caller's transaction."""
         out = Outcome()
         items = [_Item(i, a, a.event, p, o) for i, (a, p, o) in enumerate(batch)]  # type: ignore[arg-type]
-        new, devices = await self._record_events(conn, items)
-        out.recorded = len(new)
-        out.duplicates = len(items) - len(new)
+        new, devices, out.recorded = await self._record_events(conn, items)
+        out.duplicates = len(items) - out.recorded
         acting = [it for it in new if it.ev.device_id in devices and type(it.ev).category is not Category.HEALTH]
         if not acting:
             return out
@@ -295,9 +301,10 @@ class BatchRecorder:
 
     async def _record_events(
         self, conn: asyncpg.Connection[Any], items: list[_Item]
-    ) -> tuple[list[_Item], dict[str, Any]]:
-        """Insert the event rows and touch their devices. Returns the items that were new (in
-        batch order) and device_id -> device row (grid_code, kind, address, building)."""
+    ) -> tuple[list[_Item], dict[str, Any], int]:
+        """Insert the event rows and touch their devices. Returns the new items of the devices
+        that sent more than health (in batch order), device_id -> device row (grid_code, kind,
+        address, building) of those devices, and how many items were new in all."""
         cols: list[list[Any]] = [[] for _ in range(13)]
         for it in items:
             ev, a = it.ev, it.accepted
@@ -322,20 +329,25 @@ class BatchRecorder:
             ):
                 col.append(value)
         alarming = sorted({it.ev.device_id for it in items if type(it.ev).category is Category.ALARM})
+        acting = sorted({it.ev.device_id for it in items if type(it.ev).category is not Category.HEALTH})
         ids: dict[tuple[str, str], int] = {}
         devices: dict[str, Any] = {}
-        for r in await conn.fetch(_RECORD_EVENTS, *cols, alarming):
-            if r["row_kind"] == "event":
+        health_new = 0
+        for r in await conn.fetch(_RECORD_EVENTS, *cols, alarming, acting):
+            kind = r["row_kind"]
+            if kind == "event":
                 ids[(r["device_id"], r["event_id"])] = r["id"]
-            elif r["row_kind"] == "device":
+            elif kind == "device":
                 devices[r["device_id"]] = r
+            elif kind == "health":
+                health_new = r["id"]
         new = []
         for it in items:
             row_id = ids.pop((it.ev.device_id, it.ev.event_id), None)  # a repeat in the batch: once
             if row_id is not None:
                 it.row_id = row_id
                 new.append(it)
-        return new, devices
+        return new, devices, len(new) + health_new
 
     # ------------------------------------------------------------ which take the fast path
 
