@@ -157,8 +157,26 @@ class Resolver:
             await asyncio.gather(self.task, return_exceptions=True)
 
 
-async def count_recorded(pool: asyncpg.Pool[Any], tag: str) -> int:
-    return int(await pool.fetchval("SELECT count(*) FROM events WHERE event_id LIKE $1", tag + "-%"))
+async def count_recorded(pool: asyncpg.Pool[Any], tag: str, since_id: int = 0) -> int:
+    """The events of a step recorded so far. `since_id`: the largest event row id before the
+    step, so that only the step's rows are read (the table holds every step before it)."""
+    return int(
+        await pool.fetchval("SELECT count(*) FROM events WHERE id > $2 AND event_id LIKE $1", tag + "-%", since_id)
+    )
+
+
+async def last_event_id(pool: asyncpg.Pool[Any]) -> int:
+    return int(await pool.fetchval("SELECT coalesce(max(id), 0) FROM events"))
+
+
+async def all_recorded(pool: asyncpg.Pool[Any], tag: str, since_id: int, expected: int) -> bool:
+    """Whether the `expected` events of a step are recorded. Polled while a backlog drains, so
+    first the cheap look (the newest row id: ids of rows inserted since the step began, gaps
+    included, can only be more than the step's rows), and the count of the step's rows only
+    once it can be enough: a count every poll took the Postgres the backlog waited for."""
+    if await last_event_id(pool) - since_id < expected:
+        return False
+    return await count_recorded(pool, tag, since_id) >= expected
 
 
 async def run_step(
@@ -174,13 +192,14 @@ async def run_step(
     machine_cpu.start()
     sampler = asyncio.create_task(_sample(watched), name="bench.sampler")
     joined0, starved0 = fleet.joined, fleet.starved
+    since_id = await last_event_id(pool)
     res, ids = await drive(fleet, rate=rate, duration=duration, type_=type_, tag=tag)
     alarm = type_ != "device.heartbeat"
 
     async def drained() -> bool:
         if not probe.connected:
             raise BenchAborted(f"the officer probe lost its connection during step {tag}: no page after it is seen")
-        if await count_recorded(pool, tag) < res.acked:
+        if not await all_recorded(pool, tag, since_id, res.acked):
             return False
         # Every press paged an officer, or joined an incident whose officer was paged.
         return not alarm or sum(1 for e in ids if e in probe.notified_ms or e in fleet.joined_ids) >= res.acked
@@ -191,7 +210,7 @@ async def run_step(
         raise BenchAborted(f"{', '.join(dead)} died during step {tag}: the figures from here on would be wrong")
     sampler.cancel()
     await asyncio.gather(sampler, return_exceptions=True)
-    recorded = await count_recorded(pool, tag)
+    recorded = await count_recorded(pool, tag, since_id)
     collect(res, ids, fleet, probe)
     cpu = {w.name: round(w.cpu_share(), 3) for w in watched}
     rss = {w.name: round(w.rss_max, 1) for w in watched}
@@ -203,6 +222,7 @@ async def run_step(
     if alarm:
         out["worst_per_second_ms"] = worst_per_second(ids, fleet.pressed, probe.notified_ms)
     out["tag"] = tag
+    out["events_after_id"] = since_id
     return out
 
 
@@ -484,7 +504,7 @@ async def quiet(pool: asyncpg.Pool[Any], last: dict[str, Any]) -> None:
     tag = last["tag"]
 
     async def recorded() -> bool:
-        return await count_recorded(pool, tag) >= int(last["acked_by_broker"])
+        return await all_recorded(pool, tag, int(last.get("events_after_id", 0)), int(last["acked_by_broker"]))
 
     await wait_until(recorded, 120)
     await settle(pool, 2)
