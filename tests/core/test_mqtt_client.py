@@ -144,6 +144,38 @@ async def test_pipelined_publishes_all_acknowledged(broker: MosquittoBroker, cli
     assert payloads == [b"%d" % i for i in range(n)]
 
 
+async def test_packets_read_whole_from_the_buffer_take_the_short_cut_in_order(
+    broker: MosquittoBroker, clients: AsyncExitStack
+) -> None:
+    """A burst arrives in a few reads: the QoS 1 PUBLISHes after the first of each read are taken
+    from the buffer without paho's handling (core.mqtt.ReadBufferedSocket.take_plain_publish),
+    one with properties is paho's; all arrive, in order, and are acknowledged."""
+    sub = await started(clients, make_client(broker, "platform"))
+    await sub.subscribe("dev/dev2/events", qos=1)
+    taken: list[int] = []
+    plain = sub._client.on_plain_publish
+    assert plain is not None
+
+    def counting(publish: Any) -> None:
+        taken.append(publish.mid)
+        plain(publish)
+
+    sub._client.on_plain_publish = counting
+    pub = await started(clients, make_client(broker, "dev2", max_inflight=100))
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    props.UserProperty = ("trace", "t-2")
+    n = 500
+    futures = [
+        pub.publish_nowait("dev/dev2/events", b"%d" % i, qos=1, properties=props if i == 250 else None)
+        for i in range(n)
+    ]
+    await asyncio.wait_for(asyncio.gather(*futures), 10)
+    got = [await next_message(sub) for _ in range(n)]
+    assert [m.payload for m in got] == [b"%d" % i for i in range(n)]
+    assert ("trace", "t-2") in getattr(got[250].properties, "UserProperty", [])
+    assert 0 < len(taken) < n
+
+
 async def test_alarm_path_latency(broker: MosquittoBroker, clients: AsyncExitStack) -> None:
     """Device -> broker -> subscriber, one message at a time (TCP_NODELAY on both ends)."""
     sub = await started(clients, make_client(broker, "platform"))
