@@ -55,10 +55,6 @@ class BatchedSends:
         self._records.append((topic, key, value))
         return self._delivered
 
-    @property
-    def queued(self) -> int:
-        return len(self._records)
-
     async def stop(self, timeout: float = 30.0) -> None:
         """Send what is queued, then end the task (cut short after `timeout`: the callers of
         what was not sent see their futures fail and the broker keeps those messages)."""
