@@ -116,9 +116,11 @@ _State = Literal["new", "running", "stopping", "stopped"]
 # --------------------------------------------------------------------------- types
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MqttMessage:
-    """A message received from the broker."""
+    """A message received from the broker. (Not frozen: a frozen dataclass sets each field
+    through object.__setattr__, and one of these is made per message received; nothing
+    changes one after it is made.)"""
 
     topic: str
     payload: bytes
@@ -792,10 +794,13 @@ class MqttClient:
         elif not self._unshadow(message):
             self._logger.debug("mqtt.ack_stale", mid=mid, topic=message.topic, connected=self._connected)
             return
-        rc = self._client.ack(mid, message.qos)
-        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            self._logger.debug("mqtt.ack_not_sent", mid=mid, rc=paho.error_string(rc))
-            return
+        if message.qos == 1:
+            _queue_puback(self._client, mid)
+        else:
+            rc = self._client.ack(mid, message.qos)
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                self._logger.debug("mqtt.ack_not_sent", mid=mid, rc=paho.error_string(rc))
+                return
         self._flush_soon()
 
     # ------------------------------------------------------------------ internals
@@ -1318,6 +1323,16 @@ async def _cancel_and_wait(task: asyncio.Task[None] | None) -> None:
 _PUBLISH: Final = 0x30
 _DISCONNECT: Final = 0xE0
 _PUBACK: Final = 0x40
+
+
+def _queue_puback(client: paho.Client, mid: int) -> None:
+    """Queue a PUBACK as paho's ack() does (the same packet, the same queue entry), without its
+    debug log call, struct packing and write-callback round (the caller schedules the write):
+    one for every message the gateway takes."""
+    packet = b"\x40\x02" + mid.to_bytes(2, "big")
+    client._out_packet.append(  # paho has no public API for its write queue
+        {"command": _PUBACK, "mid": mid, "qos": 1, "pos": 0, "to_process": 4, "packet": packet, "info": None}
+    )
 
 
 def _coalesce_out_packets(client: paho.Client) -> None:

@@ -83,6 +83,7 @@ class Intake:
             future=timedelta(seconds=settings.max_clock_skew_future_s),
             past=timedelta(seconds=settings.max_event_age_s),
         )
+        self._clock_window = self.clock.window_s
         self.limiter = DeviceRateLimiter(
             rate_per_s=settings.device_rate_per_s,
             burst=settings.device_burst,
@@ -159,6 +160,27 @@ class Intake:
                 log.warning("device lookup failed, retrying", error=repr(exc), device_id=topic_device)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+        return self._taken(result, payload, topic_device, source, received_at)
+
+    def take_nowait(
+        self, payload: bytes, *, topic_device: str | None, source: str | None, received_at: datetime
+    ) -> Taken | None:
+        """`take` when the device registry need not be asked (the device's entry is in the
+        cache, as `prefetch` leaves it): no waiting, no task switch. None otherwise: then
+        `take` is the way."""
+        result = self.validator.validate_cached(payload, topic_device_id=topic_device, now_monotonic=time.monotonic())
+        if result is None:
+            return None
+        return self._taken(result, payload, topic_device, source, received_at)
+
+    def _taken(
+        self,
+        result: AnyEvent | Rejection,
+        payload: bytes,
+        topic_device: str | None,
+        source: str | None,
+        received_at: datetime,
+    ) -> Taken:
         if not isinstance(result, Rejection) and not self.limiter.admit(
             result.device_id, result.type, type(result).category, time.monotonic()
         ):
@@ -206,7 +228,7 @@ class Intake:
             key = (result.device_id or "").encode() or None
             return Taken(self.topics.alarm_events_dlq, key, record, receipt, result)
         self.counters.inc("accepted")
-        offset = clock_offset(result, received_at, self.clock)
+        offset = clock_offset(result, received_at, self.clock, self._clock_window)
         warning = None
         if offset is not None:
             self.counters.inc("clock_skewed")
@@ -237,15 +259,26 @@ class Intake:
     async def send(producers: IngressProducers, taken: Taken) -> asyncio.Future[Any]:
         """Hand the record to its producer (in arrival order: the order of a device's events is
         kept, apart from heartbeats, which go in batches; see IngressProducers)."""
+        return Intake.send_nowait(producers, taken) or await Intake.send_one(producers, taken)
+
+    @staticmethod
+    def send_nowait(producers: IngressProducers, taken: Taken) -> asyncio.Future[Any] | None:
+        """`send` of a heartbeat: into the batch being gathered, without waiting. None for
+        anything else (then `send` is the way)."""
         if taken.heartbeat and taken.key is not None and producers.heartbeats.running:
             return producers.heartbeats.send(taken.kafka_topic, taken.key, taken.record)
-        return await Intake.send_one(producers, taken)
+        return None
 
     @staticmethod
     async def send_one(producers: IngressProducers, taken: Taken) -> asyncio.Future[Any]:
         producer = producers.of(health=taken.heartbeat)
         fut: asyncio.Future[Any] = await producer.send(taken.kafka_topic, taken.record, key=taken.key)
         return fut
+
+    @staticmethod
+    def confirmed(fut: asyncio.Future[Any]) -> bool:
+        """Whether Kafka already holds the record of `fut` (then `confirm` has nothing to do)."""
+        return fut.done() and not fut.cancelled() and fut.exception() is None
 
     async def confirm(self, producers: IngressProducers, taken: Taken, fut: asyncio.Future[Any]) -> None:
         """Return once Kafka holds the record (acks=all); if the producer gives up, send again."""

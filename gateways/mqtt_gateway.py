@@ -13,6 +13,8 @@ broker's PUBACK and the device's receipt follow when Kafka has acknowledged the 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -93,13 +95,15 @@ class MqttGateway(Component):
                 # What else has arrived is handled with it: one registry query for the batch,
                 # and one task that acknowledges the batch as Kafka confirms it.
                 batch: list[MqttMessage] = [next_msg.result(), *mqtt.received_nowait(BATCH_MAX - 1)]
-                await self.intake.prefetch([topics.device_id_from_events_topic(m.topic) for m in batch])
+                devices = [topics.device_id_from_events_topic(m.topic) for m in batch]
+                await self.intake.prefetch(devices)
                 handed: list[tuple[MqttMessage, Taken, asyncio.Future[Any]]] = []
                 try:
-                    for msg in batch:
+                    for msg, device_id in zip(batch, devices, strict=True):
                         await self._in_flight.acquire()
                         try:
-                            handed.append((msg, *await self._hand_over(msg, producer)))
+                            given = self._hand_over(msg, device_id, producer)
+                            handed.append((msg, *(given if isinstance(given, tuple) else await given)))
                         except BaseException:
                             self._in_flight.release()
                             raise
@@ -114,13 +118,32 @@ class MqttGateway(Component):
         finally:
             stop_wait.cancel()
 
-    async def _hand_over(self, msg: MqttMessage, producer: kafka.IngressProducers) -> tuple[Taken, asyncio.Future[Any]]:
-        taken = await self.intake.take(
-            msg.payload,
-            topic_device=topics.device_id_from_events_topic(msg.topic),
-            source=msg.topic,
-            received_at=utcnow(),
-        )
+    def _hand_over(
+        self, msg: MqttMessage, device_id: str | None, producer: kafka.IngressProducers
+    ) -> tuple[Taken, asyncio.Future[Any]] | Coroutine[Any, Any, tuple[Taken, asyncio.Future[Any]]]:
+        """Validate and hand to Kafka. The common case (a device in the cache, a heartbeat)
+        waits for nothing: it is done here, not in a coroutine of its own (a tuple comes back);
+        anything else comes back as a coroutine to await."""
+        received_at = utcnow()
+        taken = self.intake.take_nowait(msg.payload, topic_device=device_id, source=msg.topic, received_at=received_at)
+        if taken is not None:
+            fut = self.intake.send_nowait(producer, taken)
+            if fut is not None:
+                return taken, fut
+        return self._hand_over_waiting(msg, device_id, producer, taken, received_at)
+
+    async def _hand_over_waiting(
+        self,
+        msg: MqttMessage,
+        device_id: str | None,
+        producer: kafka.IngressProducers,
+        taken: Taken | None,
+        received_at: datetime,
+    ) -> tuple[Taken, asyncio.Future[Any]]:
+        if taken is None:
+            taken = await self.intake.take(
+                msg.payload, topic_device=device_id, source=msg.topic, received_at=received_at
+            )
         return taken, await self.intake.send(producer, taken)
 
     async def _complete(
@@ -144,7 +167,8 @@ class MqttGateway(Component):
         try:
             for i, (msg, taken, fut) in enumerate(handed):  # noqa: B007 - i is read in finally
                 try:
-                    await self.intake.confirm(producer, taken, fut)
+                    if not Intake.confirmed(fut):
+                        await self.intake.confirm(producer, taken, fut)
                     if after is not None:
                         await asyncio.wait({after})  # its outcome is its own; only its end counts
                         after = None

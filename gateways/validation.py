@@ -42,6 +42,11 @@ class ClockLimits:
     future: timedelta = timedelta(minutes=5)
     past: timedelta = timedelta(hours=24)
 
+    @property
+    def window_s(self) -> tuple[float, float]:
+        """The accepted offsets in seconds, (lowest, highest)."""
+        return -self.past.total_seconds(), self.future.total_seconds()
+
 
 def parse_event(
     payload: bytes,
@@ -87,6 +92,8 @@ def unstorable(data: Any) -> str | None:
     Postgres text and jsonb hold no NUL character; the JSON encoder of the store takes
     integers of at most 64 bits and a bounded depth. Checked here, so that an event the
     gateway accepted is never one the worker cannot record."""
+    if not data and type(data) is dict:  # most events: no data at all
+        return None
     stack: list[tuple[Any, int]] = [(data, 1)]
     while stack:
         value, depth = stack.pop()
@@ -113,11 +120,15 @@ def unstorable(data: Any) -> str | None:
     return None
 
 
-def clock_offset(event: AnyEvent, now: datetime, clock: ClockLimits = ClockLimits()) -> float | None:
+def clock_offset(
+    event: AnyEvent, now: datetime, clock: ClockLimits = ClockLimits(), window_s: tuple[float, float] | None = None
+) -> float | None:
     """Seconds the event's `occurred_at` lies from `now` (positive: ahead), when that is
-    outside the accepted window; None when the device's clock is fine."""
+    outside the accepted window; None when the device's clock is fine. (`window_s`: the
+    clock's `window_s`, when the caller keeps it.)"""
+    low, high = window_s or clock.window_s
     offset = (event.occurred_at - now).total_seconds()
-    if -clock.past.total_seconds() <= offset <= clock.future.total_seconds():
+    if low <= offset <= high:
         return None
     return offset
 
@@ -209,6 +220,11 @@ class DeviceCache:
         hit = self._entries.get(device_id)
         return hit is not None and now_monotonic - hit[0] < self._ttl
 
+    def cached(self, device_id: str) -> DeviceInfo | None:
+        """The cached entry of a device (check `fresh` first): None when unknown."""
+        hit = self._entries.get(device_id)
+        return None if hit is None else hit[1]
+
     def forget(self, device_id: str) -> None:
         self._entries.pop(device_id, None)
 
@@ -230,7 +246,22 @@ class Validator:
         result = parse_event(payload, topic_device_id=topic_device_id)
         if isinstance(result, Rejection):
             return result
-        info = await self._devices.get(result.device_id, now_monotonic)
+        return self.against_registry(result, await self._devices.get(result.device_id, now_monotonic))
+
+    def validate_cached(
+        self, payload: bytes, *, topic_device_id: str | None, now_monotonic: float
+    ) -> AnyEvent | Rejection | None:
+        """`validate` without waiting: None when it would have to ask the registry (the device
+        is not in the cache, or its entry is stale); then `validate` is the way."""
+        result = parse_event(payload, topic_device_id=topic_device_id)
+        if isinstance(result, Rejection):
+            return result
+        if not self._devices.fresh(result.device_id, now_monotonic):
+            return None
+        return self.against_registry(result, self._devices.cached(result.device_id))
+
+    @staticmethod
+    def against_registry(result: AnyEvent, info: DeviceInfo | None) -> AnyEvent | Rejection:
         if info is None:
             return Rejection(
                 RejectReason.UNKNOWN_DEVICE,

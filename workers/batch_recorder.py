@@ -305,29 +305,24 @@ class BatchRecorder:
         """Insert the event rows and touch their devices. Returns the new items of the devices
         that sent more than health (in batch order), device_id -> device row (grid_code, kind,
         address, building) of those devices, and how many items were new in all."""
-        cols: list[list[Any]] = [[] for _ in range(13)]
-        for it in items:
-            ev, a = it.ev, it.accepted
-            for col, value in zip(
-                cols,
-                (
-                    ev.device_id,
-                    ev.event_id,
-                    ev.type,
-                    ev.seq,
-                    occurred_at(a),
-                    a.received_at,
-                    a.ingress.value,
-                    a.gateway_id,
-                    ev.battery,
-                    orjson.dumps(ev.data).decode(),
-                    it.partition,
-                    it.offset,
-                    a.clock_offset_s,
-                ),
-                strict=True,
-            ):
-                col.append(value)
+        # Column by column (a comprehension each: tens of thousands of heartbeats a second).
+        evs = [it.ev for it in items]
+        acc = [it.accepted for it in items]
+        cols: list[list[Any]] = [
+            [ev.device_id for ev in evs],
+            [ev.event_id for ev in evs],
+            [ev.type for ev in evs],
+            [ev.seq for ev in evs],
+            [occurred_at(a) for a in acc],
+            [a.received_at for a in acc],
+            [a.ingress.value for a in acc],
+            [a.gateway_id for a in acc],
+            [ev.battery for ev in evs],
+            [orjson.dumps(ev.data).decode() if ev.data else "{}" for ev in evs],
+            [it.partition for it in items],
+            [it.offset for it in items],
+            [a.clock_offset_s for a in acc],
+        ]
         alarming = sorted({it.ev.device_id for it in items if type(it.ev).category is Category.ALARM})
         acting = sorted({it.ev.device_id for it in items if type(it.ev).category is not Category.HEALTH})
         ids: dict[tuple[str, str], int] = {}

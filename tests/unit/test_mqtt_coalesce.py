@@ -6,9 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 import paho.mqtt.client as paho
+from hypothesis import given
+from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from core.mqtt import _coalesce_out_packets
+from core.mqtt import _coalesce_out_packets, _queue_puback
 
 
 def client_with(*packets: dict[str, Any]) -> paho.Client:
@@ -49,3 +51,15 @@ def test_qos0_publish_disconnect_and_partly_written_packets_are_not_joined() -> 
         before = [dict(p) for p in c._out_packet]
         _coalesce_out_packets(c)
         assert [dict(p) for p in c._out_packet] == before
+
+
+@given(st.integers(1, 65535))
+def test_a_queued_puback_is_the_entry_paho_ack_queues(mid: int) -> None:
+    """core.mqtt queues a message's PUBACK itself (without paho's per-call overhead): the same
+    queue entry paho's own ack() would leave, for every message id."""
+    ours = paho.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5, manual_ack=True)
+    theirs = paho.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5, manual_ack=True)
+    theirs.on_socket_register_write = lambda *a: None  # queue only: no socket to write to
+    _queue_puback(ours, mid)
+    assert theirs.ack(mid, 1) == paho.MQTT_ERR_SUCCESS
+    assert list(ours._out_packet) == list(theirs._out_packet)

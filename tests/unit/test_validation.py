@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateways.validation import (
+    ClockLimits,
     DeviceCache,
     DeviceInfo,
     Rejection,
@@ -251,3 +252,78 @@ async def test_prefetch_looks_up_a_batch_once_and_remembers_unknown_devices() ->
     assert len(calls) == 1
     await cache.prefetch(["dev-1"], now_monotonic=31)  # stale: asked again
     assert calls[-1] == ["dev-1"]
+
+
+_REGISTRY = {
+    "dev-1": DeviceInfo("dev-1", "990102001001001", True),
+    "dev-off": DeviceInfo("dev-off", "990102001001001", False),
+}
+
+
+class _CountingLookup:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(self, device_id: str) -> DeviceInfo | None:
+        self.calls += 1
+        return _REGISTRY.get(device_id)
+
+    async def many(self, device_ids: list[str]) -> dict[str, DeviceInfo]:
+        self.calls += 1
+        return {d: _REGISTRY[d] for d in device_ids if d in _REGISTRY}
+
+
+@settings(max_examples=300)
+@given(
+    device=st.sampled_from(["dev-1", "dev-off", "ghost"]),
+    topic_device=st.sampled_from(["dev-1", "dev-off", "ghost", None]),
+    body=st.dictionaries(
+        st.sampled_from(["event_id", "device_id", "type", "occurred_at", "seq", "battery", "data"]),
+        st.none() | st.integers(-5, 200) | st.sampled_from([*EVENT_TYPES, "e-1", NOW.isoformat(), "x"]),
+        max_size=7,
+    ),
+    well_formed=st.booleans(),
+)
+async def test_validating_from_the_cache_gives_what_validating_gives(device, topic_device, body, well_formed) -> None:
+    """The gateway's path without waiting (a device in the cache) decides every input as the
+    waiting path does; it declines (None) only when the registry would have to be asked."""
+    payload = orjson.dumps({**good(device), **body} if well_formed else body)
+    lookup = _CountingLookup()
+    v = Validator(DeviceCache(lookup, ttl_s=30))
+    first = v.validate_cached(payload, topic_device_id=topic_device, now_monotonic=0)
+    expected = await v.validate(payload, topic_device_id=topic_device, now_monotonic=0)
+    asked = lookup.calls
+    if first is None:
+        assert asked == 1  # declined: the device was not in the cache, and validate asked
+    else:
+        assert first == expected  # decided without the registry: a rejection before any lookup
+    again = v.validate_cached(payload, topic_device_id=topic_device, now_monotonic=1)
+    assert again == expected  # now in the cache (known or not): decided, as validate decides
+    assert lookup.calls == asked
+    assert v.validate_cached(payload, topic_device_id=topic_device, now_monotonic=31) in (None, expected)
+
+
+async def test_validating_from_the_cache_declines_a_stale_entry() -> None:
+    v = Validator(DeviceCache(_CountingLookup(), ttl_s=30))
+    payload = orjson.dumps(good())
+    await v.devices.prefetch(["dev-1"], now_monotonic=0)
+    assert not isinstance(v.validate_cached(payload, topic_device_id="dev-1", now_monotonic=29), Rejection | None)
+    assert v.validate_cached(payload, topic_device_id="dev-1", now_monotonic=30) is None
+
+
+def test_clock_window_matches_the_limits() -> None:
+    limits = ClockLimits(future=timedelta(seconds=10), past=timedelta(seconds=20))
+    assert limits.window_s == (-20.0, 10.0)
+    ev = parse_event(orjson.dumps(good(occurred_at=(NOW + timedelta(seconds=11)).isoformat())), topic_device_id="dev-1")
+    assert not isinstance(ev, Rejection)
+    assert clock_offset(ev, NOW, limits) == pytest.approx(11.0)
+    assert clock_offset(ev, NOW, limits, limits.window_s) == pytest.approx(11.0)
+    assert clock_offset(ev, NOW + timedelta(seconds=2), limits, limits.window_s) is None
+
+
+@pytest.mark.parametrize("data", [{}, {"a": 1}, {"k": "v\x00"}, {"n": 2**70}, []])
+def test_empty_data_is_storable_and_the_rest_still_checked(data: object) -> None:
+    from gateways.validation import unstorable
+
+    expected_ok = data in ({}, {"a": 1}, [])
+    assert (unstorable(data) is None) is expected_ok
