@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 
 from schemas.events import Category
 
+_URGENT = frozenset({Category.ALARM, Category.CANCEL})
+
 
 @dataclass(slots=True)
 class _Bucket:
@@ -55,9 +57,11 @@ class DeviceRateLimiter:
                 self._buckets.popitem(last=False)
         else:
             self._buckets.move_to_end(device_id)
-            b.tokens = min(self.burst, b.tokens + max(0.0, now - b.at) * self.rate)
-            b.at = now
-        urgent = category in (Category.ALARM, Category.CANCEL)
+            if now > b.at:
+                tokens = b.tokens + (now - b.at) * self.rate
+                b.tokens = tokens if tokens < self.burst else self.burst
+                b.at = now
+        urgent = category in _URGENT
         if b.tokens >= 1.0:
             b.tokens -= 1.0
             if urgent:

@@ -67,9 +67,7 @@ class _Event(msgspec.Struct, tag_field="type", kw_only=True, frozen=True):
 
     @property
     def type(self) -> str:
-        tag = type(self).__struct_config__.tag
-        assert isinstance(tag, str)
-        return tag
+        return _TYPE_OF[type(self)]
 
 
 class PanicAlarm(_Event, tag="alarm.panic", frozen=True):
@@ -183,6 +181,9 @@ EVENT_CLASSES: Final[dict[str, type[_Event]]] = {
     )
 }
 EVENT_TYPES: Final = tuple(EVENT_CLASSES)
+# The tag of each class, read once (`__struct_config__` builds a new object at each read, and
+# `type` is read several times per event on the hot path).
+_TYPE_OF: Final[dict[type[_Event], str]] = {cls: tag for tag, cls in EVENT_CLASSES.items()}
 
 
 def event_class(event_type: str) -> type[_Event] | None:
