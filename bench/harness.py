@@ -4,10 +4,14 @@ timestamped progress lines."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient
@@ -23,6 +27,37 @@ STACK_SH = str(REPO / "deploy" / "stack.sh")
 def say(msg: str) -> None:
     sys.stdout.write(f"[{datetime.now(UTC).strftime('%H:%M:%S')}] {msg}\n")
     sys.stdout.flush()
+
+
+class StackBusy(Exception):
+    """Another run holds this stack."""
+
+
+@contextlib.contextmanager
+def one_run_at_a_time(stack: dict[str, str], what: str) -> Iterator[None]:
+    """Hold the stack for this run. A run drops the earlier runs' databases, Kafka topics and
+    groups, at its start and at its end: a second run on the same stack would delete the first
+    one's topics and database under it (and the first would report the events in them as
+    lost). The lock goes with the process, however it ends."""
+    stack_dir = Path(stack["PINGAN_STACK_DIR"])
+    stack_dir.mkdir(parents=True, exist_ok=True)
+    with open(stack_dir / "run.lock", "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise StackBusy(f"{stack_dir} is in use by {holder}; wait for it to end") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{what} (pid {os.getpid()})\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def stack_env(stack: dict[str, str]) -> dict[str, str]:

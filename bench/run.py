@@ -714,8 +714,12 @@ def main() -> int:
 
     configure("warning")
     try:
-        # The load generator runs on the components' loop (PINGAN_EVENT_LOOP, uvloop by default).
-        results = event_loop.run(main_async(args), Settings.from_env().event_loop)
+        with harness.one_run_at_a_time(BENCH_STACK, "a benchmark"):
+            # The load generator runs on the components' loop (PINGAN_EVENT_LOOP, uvloop by default).
+            results = event_loop.run(main_async(args), Settings.from_env().event_loop)
+    except harness.StackBusy as exc:
+        print(f"benchmark not started: {exc}", file=sys.stderr)
+        return 1
     except BenchAborted as exc:
         print(f"\nbenchmark aborted: {exc}", file=sys.stderr)
         return 1

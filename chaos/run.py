@@ -557,7 +557,13 @@ def main() -> None:
     p.add_argument("--cut-s", type=float, help="seconds the network stays cut (default 6, 5 with --short)")
     args = p.parse_args()
     configure("warning")  # the generator's own MQTT clients; the components log to files
-    sys.exit(asyncio.run(main_async(args)))
+    try:
+        with harness.one_run_at_a_time(CHAOS_STACK, "the fault suite"):
+            code = asyncio.run(main_async(args))
+    except harness.StackBusy as exc:
+        say(f"fault suite not started: {exc}")
+        code = 1
+    sys.exit(code)
 
 
 if __name__ == "__main__":
