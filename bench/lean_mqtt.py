@@ -36,6 +36,8 @@ def _utf8(s: str) -> bytes:
 
 def _packet(first_byte: int, body: bytes) -> bytes:
     n = len(body)
+    if n < 128:  # most packets: one byte of length
+        return bytes((first_byte, n)) + body
     length = bytearray()
     while True:
         byte, n = n % 128, n // 128
@@ -56,6 +58,7 @@ class LeanClient(asyncio.Protocol):
         self._connack: asyncio.Future[None] | None = None
         self._suback: dict[int, asyncio.Future[None]] = {}
         self._closed: asyncio.Future[None] | None = None
+        self._topics: dict[str, bytes] = {}  # topic -> its encoded form (a device uses two or three)
 
     # ------------------------------------------------------------ public
 
@@ -93,7 +96,10 @@ class LeanClient(asyncio.Protocol):
             fut.set_exception(LeanMqttError("not connected"))
             return fut
         self._pending[mid] = fut
-        self._write(_packet((PUBLISH << 4) | 0x02, _utf8(topic) + struct.pack("!H", mid) + payload))
+        encoded = self._topics.get(topic)
+        if encoded is None:
+            encoded = self._topics[topic] = _utf8(topic)
+        self._write(_packet((PUBLISH << 4) | 0x02, encoded + mid.to_bytes(2, "big") + payload))
         return fut
 
     def ping(self) -> None:

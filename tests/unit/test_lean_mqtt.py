@@ -83,3 +83,18 @@ async def test_the_officer_probe_pings_while_nobody_is_paged() -> None:
     assert transport.written.count(b"\xc0\x00") >= 2  # PINGREQ, again and again
     assert probe._keepalive is not None
     probe._keepalive.cancel()
+
+
+@given(st.integers(0, 300_000))
+def test_remaining_length_is_the_mqtt_variable_byte_integer(n: int) -> None:
+    body = b"x" * n
+    pkt = _packet(0x30, body)
+    length, shift, i = 0, 0, 1
+    while True:
+        byte = pkt[i]
+        length |= (byte & 0x7F) << shift
+        shift += 7
+        i += 1
+        if not byte & 0x80:
+            break
+    assert length == n and pkt[i:] == body and i - 1 == (1 if n < 128 else 2 if n < 16384 else 3)
