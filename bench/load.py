@@ -33,6 +33,7 @@ class StepResult:
     to_notification_ms: list[float] = field(default_factory=list)
     to_receipt_ms: list[float] = field(default_factory=list)
     to_puback_ms: list[float] = field(default_factory=list)
+    sent_until: float = 0.0  # monotonic: when the last press of the step was sent
 
 
 class Fleet:
@@ -305,8 +306,9 @@ async def drive(fleet: Any, *, rate: float, duration: float, type_: str, tag: st
             ids.append(eid)
             futures.append(fut)
         await asyncio.sleep(0.002)
+    res.sent_until = time.monotonic()
     res.sent = len(ids)
-    res.achieved_rate = res.sent / (time.monotonic() - t0)
+    res.achieved_rate = res.sent / (res.sent_until - t0)
     res.acked = await count_acked(futures, timeout=60)
     res.publish_errors = res.sent - res.acked
     return res, ids

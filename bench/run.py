@@ -204,7 +204,11 @@ async def run_step(
         # Every press paged an officer, or joined an incident whose officer was paged.
         return not alarm or sum(1 for e in ids if e in probe.notified_ms or e in fleet.joined_ids) >= res.acked
 
+    # The drain runs from the last press sent, not from when its PUBACKs were all counted.
+    counted_at = time.monotonic()
     drain = await wait_until(drained, drain_s)
+    if drain >= 0:
+        drain = round(drain + (counted_at - res.sent_until), 3)
     dead = [f"{w.name} (pid {w.pid})" for w in watched if not w.alive()]
     if dead:
         raise BenchAborted(f"{', '.join(dead)} died during step {tag}: the figures from here on would be wrong")

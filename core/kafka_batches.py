@@ -7,7 +7,9 @@ future of that buffer's delivery, shared by every record in it. Every `linger` s
 the first record of a buffer) a task takes the buffer, partitions it as `send` would (murmur2
 of the key, so a device's records land on the partition its other records go to) and hands
 Kafka one batch per partition (`Producer.send_batches`), under the same idempotent producer:
-the order of a partition's records is the order of their `send` calls.
+the order of a partition's records is the order of their `send` calls. The next buffer goes
+once the one before is acknowledged (or failed), so a buffer holds what came during a linger
+or a round trip to Kafka, whichever is longer.
 
 The future fails as a whole when any of its batches fails; its callers send again record by
 record (a repeat is harmless: the event id makes it one). What was sent before `stop` is sent
@@ -75,12 +77,21 @@ class BatchedSends:
             self._delivered.set_exception(RuntimeError("batched sends stopped"))
 
     async def _run(self) -> None:
+        previous: asyncio.Future[None] | None = None
         while True:
             if not self._stopping:
                 await self._wake.wait()
             if not self._stopping:  # a stop cuts the linger short
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop_asked.wait(), self._linger_s)
+            if previous is not None and not previous.done():
+                # One delivery in flight: what comes meanwhile goes with the next, whole.
+                # aiokafka sends a broker one request at a time, with one batch per partition:
+                # handed a batch every linger while the one before is still out, the batches
+                # queue up behind each other, and a partition moves one linger's records per
+                # round trip, whatever the rate (at 20,000 heartbeats/s, a round trip above
+                # the 20 ms linger was a backlog that only grew).
+                await asyncio.wait({previous})
             self._wake.clear()
             records, delivered = self._records, self._delivered
             self._records, self._delivered = [], None
@@ -97,6 +108,7 @@ class BatchedSends:
                 delivered.set_exception(exc)
                 continue
             _settle_when_done(delivered, acks)
+            previous = delivered
 
 
 def _settle_when_done(delivered: asyncio.Future[None], acks: list[asyncio.Future[Any]]) -> None:

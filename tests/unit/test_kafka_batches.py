@@ -184,3 +184,45 @@ async def test_stop_sends_what_is_queued_and_then_refuses(fake: FakeBatchProduce
     with pytest.raises(RuntimeError):
         sends.send("t", b"a", b"2")
     await producer.stop()
+
+
+async def test_what_comes_while_a_delivery_is_out_goes_whole_in_the_next(fake: FakeBatchProducer) -> None:
+    """One delivery in flight: aiokafka sends one batch per partition per request, so a batch
+    a linger would queue behind the one still out; the records wait and go together."""
+    fake.answer_at_once = False
+    producer, sends = await _started(linger_s=0.005)
+    first = sends.send("t", b"a", b"1")
+    while len(fake.acks) < 1:
+        await asyncio.sleep(0.002)
+    later = [sends.send("t", b"a", b"%d" % i) for i in range(2, 6)]
+    await asyncio.sleep(0.03)  # several lingers
+    assert len(fake.batches) == 1  # nothing more while the first is unacknowledged
+    sends.send("t", b"a", b"6")
+    fake.acks[0].set_result(None)
+    await asyncio.wait_for(first, 1)
+    while len(fake.acks) < 2:
+        await asyncio.sleep(0.002)
+    assert [r for *_, r in fake.batches] == [[(b"a", b"1")], [(b"a", b"%d" % i) for i in range(2, 7)]]
+    assert not later[0].done()
+    fake.acks[1].set_result(None)
+    await asyncio.wait_for(asyncio.gather(*later), 1)
+    await sends.stop()
+    await producer.stop()
+
+
+async def test_a_failed_delivery_does_not_hold_the_next(fake: FakeBatchProducer) -> None:
+    fake.answer_at_once = False
+    producer, sends = await _started(linger_s=0.005)
+    first = sends.send("t", b"a", b"1")
+    while len(fake.acks) < 1:
+        await asyncio.sleep(0.002)
+    second = sends.send("t", b"a", b"2")
+    fake.acks[0].set_exception(NotLeaderForPartitionError())
+    with pytest.raises(NotLeaderForPartitionError):
+        await asyncio.wait_for(first, 1)
+    while len(fake.acks) < 2:
+        await asyncio.sleep(0.002)
+    fake.acks[1].set_result(None)
+    await asyncio.wait_for(second, 1)
+    await sends.stop()
+    await producer.stop()
