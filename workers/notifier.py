@@ -70,10 +70,15 @@ SELECT n.id, n.officer_id, n.kind, n.level, n.reason, n.created_at, n.attempts,
   LEFT JOIN devices d ON d.device_id = i.device_id
 """
 
+# The due rows, found by the range of notifications_pending_idx: statement_timestamp() is
+# stable, so the index bounds the scan by it. clock_timestamp() is volatile and was a filter,
+# so a claim read every pending row and every dead index entry: the pages handed over under a
+# lease stay pending until recorded sent, and under load (1,200 alarms/s) an empty claim took
+# 6-19 ms. Now it reads only what is due.
 _CLAIM = (
     PAGE_ROWS
     + """
- WHERE n.status = 'pending' AND n.next_attempt_at <= clock_timestamp()
+ WHERE n.status = 'pending' AND n.next_attempt_at <= statement_timestamp()
  ORDER BY n.id
  LIMIT $1
  FOR UPDATE OF n SKIP LOCKED
