@@ -29,6 +29,7 @@ from bench.harness import say
 from bench.load import LeanFleet, LeanOfficerProbe, StepResult, collect, drive, wait_until
 from bench.procs import REPO, Components, MachineCpu, Watched, service_pid
 from bench.search import geometric, highest_held
+from bench.stages import alarm_stages, stages_line
 from bench.stats import summary, worst_per_second
 from core import db, event_loop, kafka
 from core.mosquitto_passwords import hash_password
@@ -180,8 +181,17 @@ async def all_recorded(pool: asyncpg.Pool[Any], tag: str, since_id: int, expecte
 
 
 async def run_step(
-    ctx: dict[str, Any], *, rate: float, duration: float, tag: str, type_: str = "alarm.panic", drain_s: float
+    ctx: dict[str, Any],
+    *,
+    rate: float,
+    duration: float,
+    tag: str,
+    type_: str = "alarm.panic",
+    drain_s: float,
+    stages: bool = False,
 ) -> dict[str, Any]:
+    """One step at `rate` for `duration` s. `stages`: split the alarms' latency into stages too
+    (bench.stages; a join over every incident, so for the light load and one-step runs only)."""
     fleet: LeanFleet = ctx["fleet"]
     probe: LeanOfficerProbe = ctx["probe"]
     pool = ctx["pool"]
@@ -225,6 +235,8 @@ async def run_step(
     out["throughput_per_s"] = round(recorded / (duration + max(drain, 0.0)), 1)
     if alarm:
         out["worst_per_second_ms"] = worst_per_second(ids, fleet.pressed, probe.notified_ms)
+        if stages:
+            out["stages_ms"] = await alarm_stages(pool, tag, since_id)
     out["tag"] = tag
     out["events_after_id"] = since_id
     return out
@@ -367,6 +379,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 tag=f"one{tag}",
                 drain_s=p["drain_s"],
                 type_=args.type,
+                stages=True,
             )
             step["held"] = held(step)
             results["one_step"] = step
@@ -399,7 +412,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         results["floors"] = await measure_floors(settings, p["floor_n"])
         say(f"light load: {light}/s from {len(fleet.clients)} devices")
         results["light_load"] = await run_step(
-            ctx, rate=light, duration=p["light_s"], tag=f"light{tag}", drain_s=p["drain_s"]
+            ctx, rate=light, duration=p["light_s"], tag=f"light{tag}", drain_s=p["drain_s"], stages=True
         )
 
         say("heartbeats (device health only, no incident)")
@@ -643,6 +656,10 @@ def table(r: dict[str, Any]) -> str:
         ),
         ("  ratio p50 / S(p50)  (goal <= 1.5)", _ratio(n["p50"], f["S_p50_ms"])),
         ("  ratio p99 / S(p99)  (goal <= 2)", _ratio(n["p99"], f["S_p99_ms"])),
+        (
+            "  p50 ms: press->gateway / ->event row / ->page queued / ->page PUBACK",
+            stages_line(light.get("stages_ms")),
+        ),
         ("light load press->device receipt p50/p99 ms", f"{rc['p50']} / {rc['p99']}"),
         ("max sustained alarms/s (p99 < 1 s, nothing lost)  (goal 1000, then 5000)", _whole(maxr)),
         ("heartbeats/s sustained  (goal 20000)", _whole(r["heartbeats"]["max_sustained_per_s"])),
