@@ -48,16 +48,16 @@ SELECT count(*) AS n,
 async def alarm_stages(pool: asyncpg.Pool[Any], tag: str, since_id: int) -> dict[str, Any]:
     """Per stage, p50 and p99 in ms over the step's alarms that opened an incident and paged
     an officer (`n` of them); None when there were none."""
-    row = await pool.fetchrow(_STAGES, tag + "-%", since_id)
-    out: dict[str, Any] = {"n": int(row["n"]) if row is not None else 0}
+    row = await pool.fetchrow(_STAGES, tag + "-%", since_id)  # an aggregate: always one row
+    out: dict[str, Any] = {"n": int(row["n"])}
     for i, name in enumerate(STAGES, start=1):
-        values = row[i] if row is not None else None
-        out[name] = None if not values else {"p50": round(values[0], 2), "p99": round(values[1], 2)}
+        values = row[i]  # NULL when no alarm qualified
+        out[name] = None if values is None else {"p50": round(values[0], 2), "p99": round(values[1], 2)}
     return out
 
 
 def stages_line(stages: dict[str, Any] | None) -> str:
     """The p50s of the stages, for the terminal table."""
-    if not stages or not stages.get("n"):
+    if not stages or not stages["n"]:  # with alarms, every stage has its percentiles
         return "-"
-    return " / ".join("-" if stages[s] is None else f"{stages[s]['p50']}" for s in STAGES)
+    return " / ".join(str(stages[s]["p50"]) for s in STAGES)
