@@ -126,6 +126,10 @@ class Fleet:
         if c is not None:
             asyncio.get_running_loop().call_later(after_s, self._free.append, c)
 
+    def seqs(self) -> dict[str, int]:
+        """device id -> the sequence of the last event it sent."""
+        return dict(self._seq)
+
     def can_press(self, type_: str) -> bool:
         return type_ == "device.heartbeat" or bool(self._free)
 

@@ -158,9 +158,12 @@ class Resolver:
             await asyncio.gather(self.task, return_exceptions=True)
 
 
-async def count_recorded(pool: asyncpg.Pool[Any], tag: str, since_id: int = 0) -> int:
+async def count_recorded(pool: asyncpg.Pool[Any], tag: str, since_id: int = 0, *, heartbeats: bool = False) -> int:
     """The events of a step recorded so far. `since_id`: the largest event row id before the
-    step, so that only the step's rows are read (the table holds every step before it)."""
+    step, so that only the step's rows are read (the table holds every step before it).
+    `heartbeats`: the step's heartbeats, which have a table of their own (device_heartbeats)."""
+    if heartbeats:
+        return int(await pool.fetchval("SELECT count(*) FROM device_heartbeats WHERE event_id LIKE $1", tag + "-%"))
     return int(
         await pool.fetchval("SELECT count(*) FROM events WHERE id > $2 AND event_id LIKE $1", tag + "-%", since_id)
     )
@@ -178,6 +181,23 @@ async def all_recorded(pool: asyncpg.Pool[Any], tag: str, since_id: int, expecte
     if await last_event_id(pool) - since_id < expected:
         return False
     return await count_recorded(pool, tag, since_id) >= expected
+
+
+async def heartbeats_recorded(pool: asyncpg.Pool[Any], tag: str, last_seqs: dict[str, int], expected: int) -> bool:
+    """Whether the `expected` heartbeats of a step are recorded. `last_seqs`: device id -> the
+    sequence of its last heartbeat in the step. First the cheap look (every such device's
+    last_seq has reached it: an index lookup each), and the count of the step's rows (a scan of
+    every step's heartbeats) only once it can be enough."""
+    ids = list(last_seqs)
+    reached = await pool.fetchval(
+        "SELECT count(*) FROM unnest($1::text[], $2::bigint[]) AS v(device_id, seq) "
+        "JOIN devices d ON d.device_id = v.device_id WHERE d.last_seq >= v.seq",
+        ids,
+        [last_seqs[i] for i in ids],
+    )
+    if int(reached) < len(ids):
+        return False
+    return await count_recorded(pool, tag, heartbeats=True) >= expected
 
 
 async def run_step(
@@ -203,13 +223,17 @@ async def run_step(
     sampler = asyncio.create_task(_sample(watched), name="bench.sampler")
     joined0, starved0 = fleet.joined, fleet.starved
     since_id = await last_event_id(pool)
+    seqs0 = fleet.seqs()
     res, ids = await drive(fleet, rate=rate, duration=duration, type_=type_, tag=tag)
     alarm = type_ != "device.heartbeat"
+    last_seqs = {d: s for d, s in fleet.seqs().items() if seqs0.get(d) != s}
 
     async def drained() -> bool:
         if not probe.connected:
             raise BenchAborted(f"the officer probe lost its connection during step {tag}: no page after it is seen")
-        if not await all_recorded(pool, tag, since_id, res.acked):
+        if alarm and not await all_recorded(pool, tag, since_id, res.acked):
+            return False
+        if not alarm and not await heartbeats_recorded(pool, tag, last_seqs, res.acked):
             return False
         # Every press paged an officer, or joined an incident whose officer was paged.
         return not alarm or sum(1 for e in ids if e in probe.notified_ms or e in fleet.joined_ids) >= res.acked
@@ -224,7 +248,7 @@ async def run_step(
         raise BenchAborted(f"{', '.join(dead)} died during step {tag}: the figures from here on would be wrong")
     sampler.cancel()
     await asyncio.gather(sampler, return_exceptions=True)
-    recorded = await count_recorded(pool, tag, since_id)
+    recorded = await count_recorded(pool, tag, since_id, heartbeats=not alarm)
     collect(res, ids, fleet, probe)
     cpu = {w.name: round(w.cpu_share(), 3) for w in watched}
     rss = {w.name: round(w.rss_max, 1) for w in watched}
@@ -239,6 +263,7 @@ async def run_step(
             out["stages_ms"] = await alarm_stages(pool, tag, since_id)
     out["tag"] = tag
     out["events_after_id"] = since_id
+    out["heartbeats"] = not alarm
     return out
 
 
@@ -521,9 +546,12 @@ async def quiet(pool: asyncpg.Pool[Any], last: dict[str, Any]) -> None:
     tag = last["tag"]
 
     async def recorded() -> bool:
+        if last.get("heartbeats"):
+            return await count_recorded(pool, tag, heartbeats=True) >= int(last["acked_by_broker"])
         return await all_recorded(pool, tag, int(last.get("events_after_id", 0)), int(last["acked_by_broker"]))
 
-    await wait_until(recorded, 120)
+    # (A heartbeat step's rows are counted by a scan of every step's heartbeats: once a second.)
+    await wait_until(recorded, 120, interval=1.0 if last.get("heartbeats") else 0.25)
     await settle(pool, 2)
 
 

@@ -10,8 +10,10 @@ import asyncpg
 _STATUS = """
 WITH w AS (SELECT clock_timestamp() - $1::interval AS since)
 SELECT
-  (SELECT count(*) FROM events, w WHERE received_at >= w.since) AS events_received,
+  (SELECT count(*) FROM events, w WHERE received_at >= w.since)
+    + (SELECT count(*) FROM device_heartbeats, w WHERE received_at >= w.since) AS events_received,
   (SELECT count(*) FROM events, w WHERE received_at >= w.since AND type LIKE 'alarm.%') AS alarms_received,
+  (SELECT count(*) FROM device_heartbeats, w WHERE received_at >= w.since) AS heartbeats_received,
   (SELECT count(*) FROM rejected_inputs, w WHERE received_at >= w.since) AS events_rejected,
   (SELECT count(*) FROM unprocessable_events, w WHERE recorded_at >= w.since) AS unprocessable,
   (SELECT count(*) FROM incidents WHERE closed_at IS NULL) AS incidents_open,

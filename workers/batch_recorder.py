@@ -5,7 +5,8 @@ one transaction. The common case (a heartbeat; an alarm from a device with nothi
 no building is alarming and a grid officer is on shift) costs a few statements for the whole
 batch instead of a dozen round trips per event:
 
-1. every event row in one INSERT (idempotent by (device_id, event_id); ids in batch order);
+1. every event row in one INSERT (idempotent by (device_id, event_id); ids in batch order), and
+   every heartbeat in another, into its own narrow table (see migration 0016);
 2. every device touched once (last seen, battery, sequence);
 3. the open incidents, the correlation counts, the policies and the grid officers on shift of
    the whole batch read in four statements;
@@ -46,8 +47,9 @@ from workers.incident_store import (
     open_reason,
 )
 
-# The batch's event rows (idempotent by (device_id, event_id); ids in batch order) and, in the
-# same statement, each device touched once by its new events: the latest time seen, and the
+# The batch's event rows (idempotent by (device_id, event_id); ids in batch order), its
+# heartbeats in their own table (idempotent the same way; $16-$25), and, in the same statement,
+# each device touched once by its new events and heartbeats: the latest time seen, and the
 # battery and sequence of its highest sequence.
 _RECORD_EVENTS = """
 WITH ins AS (
@@ -64,10 +66,23 @@ WITH ins AS (
      ORDER BY v.ord
     ON CONFLICT (device_id, event_id) DO NOTHING
     RETURNING id, device_id, event_id, seq, received_at, battery
+), beats AS (
+    INSERT INTO device_heartbeats (device_id, event_id, seq, occurred_at, received_at, battery, ingress,
+                                   gateway_id, clock_offset_s, data)
+    SELECT h.device_id, h.event_id, h.seq, h.occurred_at, h.received_at, h.battery, h.ingress,
+           h.gateway_id, h.clock_offset_s, h.data::jsonb
+      FROM unnest($16::text[], $17::text[], $18::bigint[], $19::timestamptz[], $20::timestamptz[],
+                  $21::int[], $22::text[], $23::text[], $24::float8[], $25::text[])
+           AS h(device_id, event_id, seq, occurred_at, received_at, battery, ingress, gateway_id,
+                clock_offset_s, data)
+    ON CONFLICT (device_id, event_id) DO NOTHING
+    RETURNING device_id, seq, received_at, battery
 ), latest AS (
     SELECT device_id, max(seq) AS seq, max(received_at) AS seen_at,
            (array_agg(battery ORDER BY seq DESC, id DESC) FILTER (WHERE battery IS NOT NULL))[1] AS battery
-      FROM ins
+      FROM (SELECT id, device_id, seq, received_at, battery FROM ins
+            UNION ALL
+            SELECT 0, device_id, seq, received_at, battery FROM beats) n
      GROUP BY device_id
 ), touched AS (
     UPDATE devices d
@@ -91,18 +106,17 @@ WITH ins AS (
              WHERE t.device_id = ANY($14::text[])
              ORDER BY 1) s
 )
--- The rows of the devices that sent more than health ($15), for what follows; of the others
--- (heartbeats: most rows, at tens of thousands a second) only how many were new.
+-- The event rows, and the devices that sent more than health ($15), for what follows; of the
+-- heartbeats (most rows, at tens of thousands a second) only how many were new.
 SELECT 'event' AS row_kind, id, device_id, event_id, NULL AS grid_code, NULL AS kind, NULL AS address,
        NULL AS building, NULL AS resident_note
   FROM ins
- WHERE device_id = ANY($15::text[])
 UNION ALL
 SELECT 'device', NULL, device_id, NULL, grid_code, kind, address, building, resident_note
   FROM touched
  WHERE device_id = ANY($15::text[])
 UNION ALL
-SELECT 'health', count(*), NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM ins WHERE NOT device_id = ANY($15::text[])
+SELECT 'health', count(*), NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM beats
 UNION ALL
 SELECT 'locked', count(*), NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM locks
 """
@@ -284,7 +298,7 @@ class BatchRecorder:
         items = [_Item(i, a, a.event, p, o) for i, (a, p, o) in enumerate(batch)]  # type: ignore[arg-type]
         new, devices, out.recorded = await self._record_events(conn, items)
         out.duplicates = len(items) - out.recorded
-        acting = [it for it in new if it.ev.device_id in devices and type(it.ev).category is not Category.HEALTH]
+        acting = [it for it in new if it.ev.device_id in devices]
         if not acting:
             return out
         now = self.store.clock()
@@ -302,12 +316,14 @@ class BatchRecorder:
     async def _record_events(
         self, conn: asyncpg.Connection[Any], items: list[_Item]
     ) -> tuple[list[_Item], dict[str, Any], int]:
-        """Insert the event rows and touch their devices. Returns the new items of the devices
-        that sent more than health (in batch order), device_id -> device row (grid_code, kind,
-        address, building) of those devices, and how many items were new in all."""
+        """Insert the event rows and the heartbeats, and touch their devices. Returns the new
+        items other than heartbeats (in batch order), device_id -> device row (grid_code, kind,
+        address, building) of the devices that sent them, and how many items were new in all."""
         # Column by column (a comprehension each: tens of thousands of heartbeats a second).
-        evs = [it.ev for it in items]
-        acc = [it.accepted for it in items]
+        acting_items = [it for it in items if type(it.ev).category is not Category.HEALTH]
+        beats = [it for it in items if type(it.ev).category is Category.HEALTH]
+        evs = [it.ev for it in acting_items]
+        acc = [it.accepted for it in acting_items]
         cols: list[list[Any]] = [
             [ev.device_id for ev in evs],
             [ev.event_id for ev in evs],
@@ -319,16 +335,30 @@ class BatchRecorder:
             [a.gateway_id for a in acc],
             [ev.battery for ev in evs],
             [orjson.dumps(ev.data).decode() if ev.data else "{}" for ev in evs],
-            [it.partition for it in items],
-            [it.offset for it in items],
+            [it.partition for it in acting_items],
+            [it.offset for it in acting_items],
             [a.clock_offset_s for a in acc],
         ]
+        hb = [it.ev for it in beats]
+        hb_acc = [it.accepted for it in beats]
+        beat_cols: list[list[Any]] = [
+            [ev.device_id for ev in hb],
+            [ev.event_id for ev in hb],
+            [ev.seq for ev in hb],
+            [occurred_at(a) for a in hb_acc],
+            [a.received_at for a in hb_acc],
+            [ev.battery for ev in hb],
+            [a.ingress.value for a in hb_acc],
+            [a.gateway_id for a in hb_acc],
+            [a.clock_offset_s for a in hb_acc],
+            [orjson.dumps(ev.data).decode() if ev.data else None for ev in hb],
+        ]
         alarming = sorted({it.ev.device_id for it in items if type(it.ev).category is Category.ALARM})
-        acting = sorted({it.ev.device_id for it in items if type(it.ev).category is not Category.HEALTH})
+        acting = sorted({it.ev.device_id for it in acting_items})
         ids: dict[tuple[str, str], int] = {}
         devices: dict[str, Any] = {}
         health_new = 0
-        for r in await conn.fetch(_RECORD_EVENTS, *cols, alarming, acting):
+        for r in await conn.fetch(_RECORD_EVENTS, *cols, alarming, acting, *beat_cols):
             kind = r["row_kind"]
             if kind == "event":
                 ids[(r["device_id"], r["event_id"])] = r["id"]
@@ -337,7 +367,7 @@ class BatchRecorder:
             elif kind == "health":
                 health_new = r["id"]
         new = []
-        for it in items:
+        for it in acting_items:
             row_id = ids.pop((it.ev.device_id, it.ev.event_id), None)  # a repeat in the batch: once
             if row_id is not None:
                 it.row_id = row_id

@@ -71,6 +71,14 @@ ON CONFLICT (device_id, event_id) DO NOTHING
 RETURNING id
 """
 
+_INSERT_HEARTBEAT = """
+INSERT INTO device_heartbeats (device_id, event_id, seq, occurred_at, received_at, battery, ingress,
+                               gateway_id, clock_offset_s, data)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+ON CONFLICT (device_id, event_id) DO NOTHING
+RETURNING 1
+"""
+
 _TOUCH_DEVICE = """
 UPDATE devices
    SET last_seen_at = GREATEST(last_seen_at, $2),
@@ -166,6 +174,8 @@ class IncidentStore:
     ) -> Outcome:
         ev: AnyEvent = accepted.event  # type: ignore[assignment]
         out = Outcome()
+        if type(ev).category is Category.HEALTH:
+            return await self._record_heartbeat(conn, accepted, out)
         row_id = await conn.fetchval(
             _INSERT_EVENT,
             ev.device_id,
@@ -190,6 +200,29 @@ class IncidentStore:
         if device is None:  # provisioned when the gateway checked, gone now: keep the event
             return out
         await self.take_effect(conn, accepted, row_id, device, out)
+        return out
+
+    async def _record_heartbeat(self, conn: asyncpg.Connection[Any], accepted: AcceptedEvent, out: Outcome) -> Outcome:
+        """A heartbeat: its row in device_heartbeats (once), and its device's health."""
+        ev: AnyEvent = accepted.event  # type: ignore[assignment]
+        new = await conn.fetchval(
+            _INSERT_HEARTBEAT,
+            ev.device_id,
+            ev.event_id,
+            ev.seq,
+            occurred_at(accepted),
+            accepted.received_at,
+            ev.battery,
+            accepted.ingress.value,
+            accepted.gateway_id,
+            accepted.clock_offset_s,
+            ev.data or None,
+        )
+        if new is None:
+            out.duplicates = 1
+            return out
+        out.recorded = 1
+        await conn.execute(_TOUCH_DEVICE, ev.device_id, accepted.received_at, ev.battery, ev.seq)
         return out
 
     async def take_effect(

@@ -271,7 +271,7 @@ async def test_heartbeat_gets_no_accepted_receipt_but_a_refused_one_is_told(env,
         # ... the good one is recorded and updates the device's health, without a receipt.
         row = await wait_until(
             lambda: env.pool.fetchrow(
-                "SELECT d.battery FROM events e JOIN devices d USING (device_id) WHERE e.event_id = $1",
+                "SELECT d.battery FROM device_heartbeats h JOIN devices d USING (device_id) WHERE h.event_id = $1",
                 beat["event_id"],
             )
         )

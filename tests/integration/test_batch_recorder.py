@@ -80,6 +80,7 @@ def make_batch(steps: list[tuple[int, int, bool]], clock: FixedClock) -> list[Ac
             occurred_at=at - timedelta(days=3) if skewed else at,
             seq=seq[d],
             battery=None if i % 3 == 2 else 90 - i,
+            data={"rssi": -60 - i} if i % 4 == 1 else {},
         )
         out.append(
             AcceptedEvent(
@@ -137,6 +138,11 @@ async def snapshot(conn: Any, device_ids: list[str], outbox_from: int) -> dict[s
         "ORDER BY id",
         device_ids,
     )
+    beats = await conn.fetch(
+        "SELECT device_id, event_id, seq, battery, occurred_at, received_at, ingress, gateway_id, clock_offset_s, data "
+        "FROM device_heartbeats WHERE device_id = ANY($1) ORDER BY device_id, event_id",
+        device_ids,
+    )
     devs = await conn.fetch(
         "SELECT device_id, last_seq, battery, online, last_seen_at FROM devices WHERE device_id = ANY($1) "
         "ORDER BY device_id",
@@ -144,6 +150,7 @@ async def snapshot(conn: Any, device_ids: list[str], outbox_from: int) -> dict[s
     )
     return {
         "events": [tuple(r) for r in events],
+        "heartbeats": [tuple(r) for r in beats],
         "devices": [tuple(r) for r in devs],
         "incidents": [
             (

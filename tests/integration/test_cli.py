@@ -410,7 +410,7 @@ async def test_deactivated_device_can_no_longer_connect(env) -> None:
 # --------------------------------------------------------------------------- status
 
 
-STATUS_KEYS = {"events_received", "events_rejected", "incidents_open", "notifications_sent"}
+STATUS_KEYS = {"events_received", "heartbeats_received", "events_rejected", "incidents_open", "notifications_sent"}
 
 
 def _positive_number(v: Any) -> bool:

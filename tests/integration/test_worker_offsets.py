@@ -37,7 +37,7 @@ async def test_a_stopped_worker_has_committed_every_offset_it_recorded(env) -> N
                 await device.close()
 
         async def recorded() -> bool:
-            n = await env.pool.fetchval("SELECT count(*) FROM events WHERE event_id = ANY($1)", ids)
+            n = await env.pool.fetchval("SELECT count(*) FROM device_heartbeats WHERE event_id = ANY($1)", ids)
             return bool(n == len(ids))
 
         await wait_until(recorded)
