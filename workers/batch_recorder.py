@@ -20,7 +20,6 @@ device's events takes the per-event path, so do its later events in the batch.
 
 from __future__ import annotations
 
-import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,6 +28,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from core.ids import new_incident_id
 from core.incident_model import LEVELS, IncidentState, Policy, open_incident
 from core.incident_service import (
     case_number_of,
@@ -474,7 +474,7 @@ class BatchRecorder:
             raise RuntimeError(f"{len(fast)} incidents to open, {len(cases)} case numbers reserved")
         for o, n in zip(fast, cases, strict=False):
             ev, s = o.item.ev, o.state
-            incident_id = uuid.uuid4()
+            incident_id = new_incident_id()
             case_number = case_number_of(o.device["grid_code"], now, n)
             incidents.append(
                 (
