@@ -311,3 +311,25 @@ async def test_a_case_number_given_twice_is_an_error_not_a_race(env, devices) ->
         with pytest.raises(asyncpg.UniqueViolationError) as raised:
             await store.record(conn, second, partition=0, offset=1)
         assert raised.value.constraint_name == "incidents_case_number_key"
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["event by event", "batch"])
+async def test_incidents_get_time_ordered_ids(env, devices, batched: bool) -> None:  # type: ignore[no-untyped-def]
+    """Both ways of opening an incident give it a version 7 id (core/ids.py for the batch, the
+    database's default, migration 0017, for one at a time): random ids put each new incident
+    on a page of its own in every index the id leads."""
+    clock = FixedClock()
+    batch = make_batch([(6, 0, False), (7, 0, False), (0, 0, False)], clock)
+    store = IncidentStore(kafka.topics(env.settings), clock=clock, correlation=Correlation(threshold=4))
+    async with env.pool.acquire() as conn, rolled_back(conn):
+        if batched:
+            await BatchRecorder(store).record(conn, [(a, 0, i) for i, a in enumerate(batch)])
+        else:
+            for i, a in enumerate(batch):
+                await store.record(conn, a, partition=0, offset=i)
+        ids = await conn.fetchval(
+            "SELECT array_agg(incident_id) FROM incidents WHERE first_event_id = ANY($1::text[])",
+            [a.event.event_id for a in batch],  # type: ignore[attr-defined]
+        )
+    assert len(ids) == 3
+    assert all(i.version == 7 and i.variant == uuid.RFC_4122 for i in ids), ids
