@@ -165,23 +165,31 @@ WITH open AS (
                                          WHERE s.officer_id = o.officer_id AND s.during @> $5::timestamptz)) o
 ), recent AS MATERIALIZED (
     -- The open, recent single-device alarms of the batch's grid cells, read once for the batch
-    -- (not once per key: a generic plan may read them through any index of open incidents).
-    SELECT i.device_id, i.grid_code
-      FROM incidents i
-     WHERE i.category = 'alarm' AND i.closed_at IS NULL AND NOT i.is_major
-       AND i.grid_code = ANY($7::text[]) AND i.opened_at >= $9
+    -- (not once per key: a generic plan may read them through any index of open incidents), by
+    -- a plain index scan (migration 0018).
+    SELECT r.device_id, r.grid_code FROM pingan_recent_alarms($7::text[], $9) AS r
+), keys AS (
+    SELECT * FROM unnest($6::text[], $7::text[], $8::text[]) AS k(key, grid_code, building)
+), grid_devices AS (
+    -- The recent alarms counted once for the batch, by grid cell and by building (a count per
+    -- key over all of them was a scan of every recent alarm for each key).
+    SELECT r.grid_code, count(DISTINCT r.device_id) AS n FROM recent r GROUP BY r.grid_code
+), building_devices AS (
+    -- A device's building is looked up only in a grid cell where a building is a key.
+    SELECT r.grid_code, d.building, count(DISTINCT r.device_id) AS n
+      FROM recent r
+      JOIN devices d ON d.device_id = r.device_id
+     WHERE r.grid_code IN (SELECT k.grid_code FROM keys k WHERE k.building <> '')
+       AND d.building IN (SELECT k.building FROM keys k WHERE k.building <> '')
+     GROUP BY r.grid_code, d.building
 ), correlation AS (
-    -- The building of a device is looked up only for a building's key.
     SELECT k.key,
            EXISTS (SELECT 1 FROM incidents m
                     WHERE m.is_major AND m.closed_at IS NULL AND m.correlation_key = k.key) AS has_major,
-           (SELECT count(DISTINCT r.device_id)
-              FROM recent r
-             WHERE r.grid_code = k.grid_code
-               AND CASE WHEN k.building = '' THEN true
-                        ELSE EXISTS (SELECT 1 FROM devices d
-                                      WHERE d.device_id = r.device_id AND d.building = k.building) END) AS devices
-      FROM unnest($6::text[], $7::text[], $8::text[]) AS k(key, grid_code, building)
+           coalesce(CASE WHEN k.building = '' THEN g.n ELSE b.n END, 0) AS devices
+      FROM keys k
+      LEFT JOIN grid_devices g ON g.grid_code = k.grid_code
+      LEFT JOIN building_devices b ON b.grid_code = k.grid_code AND b.building = k.building
 ), cases AS (
     SELECT nextval('case_number_seq') AS n
       FROM generate_series(1, (SELECT count(DISTINCT (c.device_id, c.category))
@@ -432,6 +440,8 @@ class BatchRecorder:
         slow: list[_Item] = []
         slow_devices: set[str] = set()
         seen: set[tuple[str, str]] = set()
+        counted: set[tuple[str, str]] = set()  # (correlation key, device id) counted in the batch
+        slow_keys: set[str] = set()  # the correlation keys of the alarms that take the per-event path
         for it in acting:
             ev = it.ev
             category = type(ev).category
@@ -440,12 +450,23 @@ class BatchRecorder:
             go_slow = ev.device_id in slow_devices or category is Category.CANCEL or pair in open_pairs
             go_slow = go_slow or pair in seen  # a second press in the batch joins the first
             seen.add(pair)
+            key = correlation_key(device)
+            if category is Category.ALARM:
+                # The slow items take effect after the fast ones: an alarm within the scope of an
+                # earlier slow alarm's correlation (its building, or its whole grid cell) waits
+                # for it, so that it is not counted before it was pressed.
+                go_slow = go_slow or key in slow_keys or device["grid_code"] in slow_keys
             if category is Category.ALARM and pair not in open_pairs:
-                key = correlation_key(device)
                 has_major, count = correlating[key]
-                # This alarm opens an incident either way: it counts for the alarms after it.
-                correlating[key] = (has_major, count + 1)
                 go_slow = go_slow or has_major or count + 1 >= threshold
+                # This alarm opens an incident either way (or joins the one its device opened
+                # earlier in the batch): its device counts once for the alarms after it, in its
+                # own key and in its grid cell's, which counts the alarms of the whole cell.
+                for k in {key, device["grid_code"]} & correlating.keys():
+                    if (k, ev.device_id) not in counted:
+                        counted.add((k, ev.device_id))
+                        k_major, k_count = correlating[k]
+                        correlating[k] = (k_major, k_count + 1)
             policy = policies.get((device["grid_code"], ev.priority))
             if not go_slow and policy is not None:
                 state = open_incident(policy, pressed_at=it.accepted.received_at, now=now)
@@ -455,6 +476,8 @@ class BatchRecorder:
                     continue
             slow.append(it)
             slow_devices.add(ev.device_id)
+            if category is Category.ALARM:
+                slow_keys.add(key)
         return fast, slow, cases
 
     # ------------------------------------------------------------ the fast path's writes

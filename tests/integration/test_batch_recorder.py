@@ -20,7 +20,7 @@ from typing import Any
 import asyncpg
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from core import kafka
@@ -33,12 +33,16 @@ from workers.incident_store import Correlation, IncidentStore
 
 pytestmark = pytest.mark.stack
 
-GRID_BUILDING = "990103001002001"  # six devices in one building: a burst correlates
+GRID_BUILDING = "990103001002001"  # six devices in one building (a burst correlates), and two more
 GRID_OPEN = "990103001002002"  # one device outside any building
 GRID_NOBODY = "990103001002003"  # nobody on shift: escalates at once
 DEVICES = [(f"br-{i}", GRID_BUILDING, "7号楼") for i in range(6)] + [
     ("br-6", GRID_OPEN, ""),
     ("br-7", GRID_NOBODY, ""),
+    # In the building's grid cell: one in another building, one outside any (the grid cell's
+    # key counts the alarms of the whole cell, a building's key those of its building).
+    ("br-8", GRID_BUILDING, "8号楼"),
+    ("br-9", GRID_BUILDING, ""),
 ]
 TYPES = ["alarm.panic", "alarm.fall", "alarm.intrusion", "alarm.cancel", "device.fault", "device.heartbeat"]
 
@@ -227,6 +231,13 @@ steps = st.lists(
 
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 @given(steps=steps, open_before=st.booleans())
+# Three alarms in a building, then one outside any building in the same grid cell: the cell's
+# key counts the building's alarms too (a batch that counted them only for the building's key
+# left the fourth alarm out of the cell's major incident).
+@example(steps=[(0, 0, False), (1, 0, False), (2, 0, False), (9, 0, False)], open_before=False)
+# A device that presses twice in the batch counts once.
+@example(steps=[(0, 0, False), (0, 1, False), (1, 0, False), (2, 0, False)], open_before=False)
+@example(steps=[(0, 0, False), (0, 1, False), (1, 0, False), (9, 0, False)], open_before=False)
 async def test_batch_path_equals_event_by_event(
     env, devices, steps: list[tuple[int, int, bool]], open_before: bool
 ) -> None:  # type: ignore[no-untyped-def]
