@@ -252,9 +252,10 @@ async def test_health_and_openapi(pipeline, http) -> None:
     assert "/api/v1/incidents/{incident_id}/actions" in doc["paths"]
 
 
-async def test_timeline_and_pages_refer_to_rows_that_exist(env, pipeline) -> None:  # type: ignore[no-untyped-def]
+async def test_timeline_pages_and_incidents_refer_to_rows_that_exist(env, pipeline) -> None:  # type: ignore[no-untyped-def]
     """The timeline and the pages have no foreign keys (migration 0014: they cost four lookups
-    and row locks per alarm); what they refer to must exist all the same."""
+    and row locks per alarm), nor the incidents' device and grid cell (migration 0019); what
+    they refer to must exist all the same."""
     dev = await env.add_device(GRID, "pendant")
     device = await device_client(env.settings, dev.device_id, dev.password)
     try:
@@ -281,6 +282,18 @@ async def test_timeline_and_pages_refer_to_rows_that_exist(env, pipeline) -> Non
              (SELECT count(*) FROM notifications n
                WHERE NOT EXISTS (SELECT 1 FROM incidents i WHERE i.incident_id = n.incident_id)) AS page_incident,
              (SELECT count(*) FROM notifications n
-               WHERE NOT EXISTS (SELECT 1 FROM officers o WHERE o.officer_id = n.officer_id)) AS page_officer"""
+               WHERE NOT EXISTS (SELECT 1 FROM officers o WHERE o.officer_id = n.officer_id)) AS page_officer,
+             (SELECT count(*) FROM incidents i
+               WHERE i.device_id IS NOT NULL
+                 AND NOT EXISTS (SELECT 1 FROM devices d WHERE d.device_id = i.device_id)) AS incident_device,
+             (SELECT count(*) FROM incidents i
+               WHERE NOT EXISTS (SELECT 1 FROM units u WHERE u.code = i.grid_code)) AS incident_grid"""
     )
-    assert dict(orphans) == {"timeline_incident": 0, "timeline_event": 0, "page_incident": 0, "page_officer": 0}
+    assert dict(orphans) == {
+        "timeline_incident": 0,
+        "timeline_event": 0,
+        "page_incident": 0,
+        "page_officer": 0,
+        "incident_device": 0,
+        "incident_grid": 0,
+    }
