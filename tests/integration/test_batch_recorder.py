@@ -235,6 +235,9 @@ steps = st.lists(
 # key counts the building's alarms too (a batch that counted them only for the building's key
 # left the fourth alarm out of the cell's major incident).
 @example(steps=[(0, 0, False), (1, 0, False), (2, 0, False), (9, 0, False)], open_before=False)
+# The fourth alarm forms the grid cell's major incident on the per-event path; the fifth, in
+# another building of the cell, waits for it (opened ahead of it, it became a member).
+@example(steps=[(0, 0, False), (1, 0, False), (2, 0, False), (9, 0, False), (8, 0, False)], open_before=False)
 # A device that presses twice in the batch counts once.
 @example(steps=[(0, 0, False), (0, 1, False), (1, 0, False), (2, 0, False)], open_before=False)
 @example(steps=[(0, 0, False), (0, 1, False), (1, 0, False), (9, 0, False)], open_before=False)
