@@ -187,6 +187,17 @@ class Rollback(Exception):
     pass
 
 
+async def record(conn: Any, store: IncidentStore, batch: list[AcceptedEvent], batched: bool) -> int | None:
+    """Record `batch` by the worker's batch path or event by event (partition 0, offsets in
+    order). Returns how many were new by the batch path; None event by event."""
+    if batched:
+        out = await BatchRecorder(store).record(conn, [(a, 0, i) for i, a in enumerate(batch)])
+        return out.recorded
+    for i, a in enumerate(batch):
+        await store.record(conn, a, partition=0, offset=i)
+    return None
+
+
 async def run(
     env: Any,
     clock: FixedClock,
@@ -208,14 +219,10 @@ async def run(
                 outbox_from = await conn.fetchval("SELECT coalesce(max(id), 0) FROM outbox")
                 for a in before:
                     await store.record(conn, a)
-                if batched:
-                    out = await BatchRecorder(store).record(conn, [(a, 0, i) for i, a in enumerate(batch)])
-                else:
-                    for i, a in enumerate(batch):
-                        await store.record(conn, a, partition=0, offset=i)
+                recorded = await record(conn, store, batch, batched)
                 result = await snapshot(conn, device_ids, outbox_from)
                 if batched:
-                    result["recorded"] = out.recorded
+                    result["recorded"] = recorded
                 raise Rollback
         except Rollback:
             pass
@@ -297,12 +304,8 @@ async def test_incidents_open_past_the_millionth_case_number(env, devices, batch
     store = IncidentStore(kafka.topics(env.settings), clock=clock, correlation=Correlation(threshold=4))
     async with env.pool.acquire() as conn, rolled_back(conn):
         await conn.execute("SELECT setval('case_number_seq', 999998)")
-        if batched:
-            out = await BatchRecorder(store).record(conn, [(a, 0, i) for i, a in enumerate(batch)])
-            assert out.recorded == 4
-        else:
-            for i, a in enumerate(batch):
-                await store.record(conn, a, partition=0, offset=i)
+        recorded = await record(conn, store, batch, batched)
+        assert recorded == (4 if batched else None)
         numbers = await conn.fetch(
             "SELECT device_id, case_number FROM incidents WHERE first_event_id = ANY($1::text[]) ORDER BY case_number",
             [a.event.event_id for a in batch],  # type: ignore[attr-defined]
@@ -336,11 +339,7 @@ async def test_incidents_get_time_ordered_ids(env, devices, batched: bool) -> No
     batch = make_batch([(6, 0, False), (7, 0, False), (0, 0, False)], clock)
     store = IncidentStore(kafka.topics(env.settings), clock=clock, correlation=Correlation(threshold=4))
     async with env.pool.acquire() as conn, rolled_back(conn):
-        if batched:
-            await BatchRecorder(store).record(conn, [(a, 0, i) for i, a in enumerate(batch)])
-        else:
-            for i, a in enumerate(batch):
-                await store.record(conn, a, partition=0, offset=i)
+        await record(conn, store, batch, batched)
         ids = await conn.fetchval(
             "SELECT array_agg(incident_id) FROM incidents WHERE first_event_id = ANY($1::text[])",
             [a.event.event_id for a in batch],  # type: ignore[attr-defined]
