@@ -23,7 +23,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from bench import harness
+from bench import harness, statements
 from bench.floors import kafka_floor, mqtt_floor, postgres_floor, postgres_round_trip_cpu
 from bench.harness import say
 from bench.load import LeanFleet, LeanOfficerProbe, StepResult, collect, drive, wait_until
@@ -272,6 +272,8 @@ async def run_step(
     joined0, starved0 = fleet.joined, fleet.starved
     since_id = await last_event_id(pool)
     seqs0 = fleet.seqs()
+    if ctx.get("statements"):
+        await statements.reset(pool)
     res, ids = await drive(fleet, rate=rate, duration=duration, type_=type_, tag=tag)
     alarm = type_ != "device.heartbeat"
     last_seqs = {d: s for d, s in fleet.seqs().items() if seqs0.get(d) != s}
@@ -296,6 +298,7 @@ async def run_step(
         raise BenchAborted(f"{', '.join(dead)} died during step {tag}: the figures from here on would be wrong")
     sampler.cancel()
     await asyncio.gather(sampler, return_exceptions=True)
+    top_statements = await statements.top(pool, res.acked) if ctx.get("statements") else None
     recorded = await count_recorded(pool, tag, since_id, heartbeats=not alarm)
     collect(res, ids, fleet, probe)
     cpu = {w.name: round(w.cpu_share(), 3) for w in watched}
@@ -309,6 +312,11 @@ async def run_step(
         out["worst_per_second_ms"] = worst_per_second(ids, fleet.pressed, probe.notified_ms)
         if stages:
             out["stages_ms"] = await alarm_stages(pool, tag, since_id)
+    if top_statements is not None:
+        out["statements"] = top_statements
+        say(f"  statements of {tag}, by time:")
+        for line in statements.statements_lines(top_statements):
+            say(line)
     out["tag"] = tag
     out["events_after_id"] = since_id
     out["heartbeats"] = not alarm
@@ -396,6 +404,14 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     n_devices = max(p["fleet"], p["connections"]) + 10
     say(f"preparing a database with the demo city and {n_devices} bench devices")
     settings = await prepare(base, n_devices, tag)
+    if args.statements:
+        conn = await db.connect(settings.database_url)
+        try:
+            await statements.enable(conn)  # before the components connect
+        except statements.StatementsUnavailable as exc:
+            raise BenchAborted(str(exc)) from None
+        finally:
+            await conn.close()
     child_env = dict(env)
     child_env.update(settings.to_env())
     log_dir = REPO / "artifacts" / "bench" / f"logs-{tag}"
@@ -434,7 +450,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             if pid:
                 watched.append(Watched(name, pid))
         watched.append(Watched("load-generator", os.getpid(), tree=False))
-        ctx = {"fleet": fleet, "probe": probe, "pool": pool, "watched": watched}
+        ctx = {"fleet": fleet, "probe": probe, "pool": pool, "watched": watched, "statements": args.statements}
 
         say("warm-up")
         await run_step(ctx, rate=20, duration=3, tag=f"warm{tag}", drain_s=30)
@@ -817,6 +833,11 @@ def main() -> int:
     )
     ap.add_argument("--seconds", type=float, default=None, help="how long the --rate step lasts")
     ap.add_argument("--type", default="alarm.panic", help="the event type of --rate (e.g. device.heartbeat)")
+    ap.add_argument(
+        "--statements",
+        action="store_true",
+        help="per step, the Postgres statements that took most time (pg_stat_statements; see bench/statements.py)",
+    )
     args = ap.parse_args()
     from core.logging import configure
 

@@ -261,6 +261,10 @@ max_wal_size = 1GB
 # The outbox and notifications are queue tables (see migration 0010): look for tables to
 # vacuum every 10 s, not every minute, so dead rows do not pile up between two looks.
 autovacuum_naptime = 10s
+# Per-statement figures, collected only where switched on (the benchmark's --statements turns
+# tracking on for its own database): loaded at start, tracking nothing by default.
+shared_preload_libraries = 'pg_stat_statements'
+pg_stat_statements.track = 'none'
 log_line_prefix = '%m [%p] %q%u@%d '
 log_min_duration_statement = 1000
 EOF
