@@ -51,7 +51,7 @@ SELECT calls, plans, total_exec_time, total_plan_time, rows, shared_blks_hit, sh
        wal_bytes, query
   FROM pg_stat_statements
  WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
- ORDER BY total_exec_time + total_plan_time DESC
+ ORDER BY total_exec_time DESC
  LIMIT $1
 """
 
@@ -63,8 +63,8 @@ def _one_line(query: str, width: int) -> str:
 
 
 async def top(pool: asyncpg.Pool[Any], events: int, n: int = 10) -> list[dict[str, Any]]:
-    """The `n` statements that took most time since the last `reset`; `events`: what the step
-    sent, for the time per event."""
+    """The `n` statements that took most execution time since the last `reset`; `events`:
+    what the step sent, for the time per event."""
     out = []
     for r in await pool.fetch(_TOP, n):
         exec_ms = float(r["total_exec_time"])
