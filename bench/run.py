@@ -409,7 +409,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         try:
             await statements.enable(conn)  # before the components connect
         except statements.StatementsUnavailable as exc:
-            raise BenchAborted(str(exc)) from None
+            stop = " ".join(f"{k}={v}" for k, v in BENCH_STACK.items())
+            raise BenchAborted(f"{exc} ({stop} deploy/stack.sh down)") from None
         finally:
             await conn.close()
     child_env = dict(env)

@@ -28,10 +28,8 @@ async def enable(conn: asyncpg.Connection[Any]) -> None:
     libs = await conn.fetchval("SELECT current_setting('shared_preload_libraries')")
     if "pg_stat_statements" not in {s.strip() for s in libs.split(",")}:
         raise StatementsUnavailable(
-            "pg_stat_statements is not loaded by this Postgres (shared_preload_libraries = "
-            f"{libs!r}); deploy/stack.sh loads it at start: stop the bench stack (PINGAN_STACK_DIR="
-            ".stack-bench PINGAN_PG_PORT=55434 PINGAN_MQTT_PORT=18832 PINGAN_KAFKA_PORT=19096 "
-            "PINGAN_KAFKA_CONTROLLER_PORT=19097 deploy/stack.sh down) and run again"
+            f"pg_stat_statements is not loaded by this Postgres (shared_preload_libraries = {libs!r}); "
+            "deploy/stack.sh loads it at start: stop the stack and run again"
         )
     await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
     db = await conn.fetchval("SELECT quote_ident(current_database())")
